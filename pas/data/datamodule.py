@@ -1,0 +1,79 @@
+"""LightningDataModule over a task's items: load, shuffle choices per item, split."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from pas.data.prompts import shuffle_choices
+from pas.data.schema import LETTERS, DataError, MCItem
+from pas.data.splits import SPLIT_NAMES, Splits, split_items
+
+log = logging.getLogger(__name__)
+
+
+def _as_list(batch: list[MCItem]) -> list[MCItem]:
+    return batch
+
+
+class PASDataModule(L.LightningDataModule):
+    """Loads a task once and serves its train split as batches of ``MCItem`` lists."""
+
+    def __init__(
+        self,
+        load_items: Callable[[], list[MCItem]],
+        task: str,
+        seed: int,
+        max_sample_size: int | None,
+        fractions: tuple[float, float, float],
+        batch_size: int,
+        shuffle_choices: bool = True,
+    ) -> None:
+        super().__init__()
+        self.load_items = load_items
+        self.task = task
+        self.seed = seed
+        self.max_sample_size = max_sample_size
+        self.fractions = fractions
+        self.batch_size = batch_size
+        self.shuffle = shuffle_choices
+        self._splits: Splits | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        items = self.load_items()
+        if not items:
+            raise DataError(f"task {self.task!r} loaded no items; check the task's loader settings and files")
+        if self.shuffle:
+            items = [shuffle_choices(item, self.seed) for item in items]
+        self._splits = split_items(items, self.seed, self.max_sample_size, self.fractions, self.task)
+        log.info("Task %s: %s items per split", self.task, self._splits.sizes())
+
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    def letter_distribution(self) -> dict[str, dict[str, int]]:
+        """Count the correct letters per split, so a constant answer position is visible."""
+        out = {}
+        for name in SPLIT_NAMES:
+            counts = Counter(LETTERS[item.target] for item in self.splits[name])
+            out[name] = dict(sorted(counts.items()))
+        return out
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return DataLoader(
+            self.splits.train,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=_as_list,
+        )

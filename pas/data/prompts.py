@@ -1,0 +1,93 @@
+"""Prompt rendering: lettered choices, a per-item deterministic shuffle and the answer cue."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pas.data.schema import LETTERS, MCItem
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How an item becomes text.
+
+    The multiple-choice prompt is ``context``, ``question``, one ``"<letter>: <choice>"`` line per
+    choice, ``instruction`` and ``answer_cue``. With ``chat_template`` the same body (without the
+    answer cue) becomes the user turn of the tokenizer's chat template, followed by the
+    assistant's generation prompt.
+    """
+
+    instruction: str = "Respond with a single letter."
+    answer_cue: str = "Answer:"
+    chat_template: bool = False
+    system_prompt: str | None = None
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """Derive a stable 64-bit seed from the run seed and the item id (independent of PYTHONHASHSEED)."""
+    digest = hashlib.sha256(f"{seed}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def shuffle_choices(item: MCItem, seed: int) -> MCItem:
+    """Return the item with its choices permuted by a generator seeded from ``seed`` and the item id.
+
+    Each item gets its own permutation, so a dataset whose target is always listed first does not
+    end up with a constant correct letter. The original position of every choice is kept in
+    ``meta["original_order"]``.
+    """
+    order = list(range(item.n_choices))
+    random.Random(item_seed(seed, item.id)).shuffle(order)
+    choices = tuple(item.choices[i] for i in order)
+    meta = {**item.meta, "original_order": order}
+    return dataclasses.replace(item, choices=choices, target=order.index(item.target), meta=meta)
+
+
+def _question_block(item: MCItem) -> str:
+    return f"{item.context}\n{item.question}" if item.context else item.question
+
+
+def render_body(item: MCItem, fmt: PromptFormat) -> str:
+    """Render context, question, lettered choices and the instruction, without the answer cue."""
+    lines = [_question_block(item)]
+    lines += [f"{LETTERS[i]}: {choice}" for i, choice in enumerate(item.choices)]
+    if fmt.instruction:
+        lines.append(fmt.instruction)
+    return "\n".join(lines)
+
+
+def _chat(tokenizer: Any, fmt: PromptFormat, user: str, assistant: str | None) -> str:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            "prompt.chat_template=true but the tokenizer has no chat template; "
+            "set prompt.chat_template=false or use an instruction-tuned model"
+        )
+    messages = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt else []
+    messages.append({"role": "user", "content": user})
+    if assistant is None:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # The answer text is appended after the generation prompt, not closed as a finished turn,
+    # so its last token is the answer's own last token rather than an end-of-turn marker.
+    prefix = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return prefix + assistant
+
+
+def render_prompt(item: MCItem, fmt: PromptFormat, tokenizer: Any = None) -> str:
+    """Render the multiple-choice prompt whose next-token letter logits decide the answer."""
+    body = render_body(item, fmt)
+    if fmt.chat_template:
+        return _chat(tokenizer, fmt, body, None)
+    return f"{body}\n{fmt.answer_cue}" if fmt.answer_cue else body
+
+
+def render_answer(item: MCItem, choice: int, fmt: PromptFormat, tokenizer: Any = None) -> str:
+    """Render "question + answer text" for the introspective PAS variants (no lettered choices)."""
+    question = _question_block(item)
+    answer = item.choices[choice]
+    if fmt.chat_template:
+        return _chat(tokenizer, fmt, question, answer)
+    return f"{question}\n{fmt.answer_cue} {answer}" if fmt.answer_cue else f"{question}\n{answer}"

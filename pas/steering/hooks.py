@@ -1,0 +1,87 @@
+"""Forward hooks that add a vector at one site or read the activation there.
+
+Both act on the last sequence position of the module's output. Every batch this package builds is
+left-padded, so the last position is the last real token of every row; during cached generation
+the input is the single new position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from pas.models.layers import Site, find_site_module
+
+
+def _main_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_main(output: Any, tensor: torch.Tensor) -> Any:
+    if isinstance(output, tuple):
+        return (tensor, *output[1:])
+    return tensor
+
+
+@contextmanager
+def add_at_site(
+    model: nn.Module,
+    layer: int,
+    site: Site,
+    delta: torch.Tensor,
+    layers_path: str | None = None,
+) -> Iterator[None]:
+    """Add ``delta`` (shape ``(H,)`` or ``(B, H)``) to the output of ``site`` at ``layer``, last position only.
+
+    The output of the hooked module becomes ``h[:, -1] + delta`` at the last position; every other
+    position and every other module is unchanged. The hook is removed on exit, also on error.
+    """
+    module = find_site_module(model, layer, site, layers_path)
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        hidden = _main_tensor(output)  # (B, T, H)
+        steered = hidden.clone()
+        steered[:, -1, :] = hidden[:, -1, :] + delta.to(device=hidden.device, dtype=hidden.dtype)
+        return _replace_main(output, steered)
+
+    # Prepended so that hooks registered earlier (transformers records hidden_states through its
+    # own forward hooks, and a capture hook may be open) see the steered output.
+    handle = module.register_forward_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def capture_at_site(
+    model: nn.Module,
+    layers: Sequence[int],
+    site: Site,
+    store: dict[int, list[torch.Tensor]],
+    layers_path: str | None = None,
+) -> Iterator[None]:
+    """Append the last-position output of ``site`` at each of ``layers`` to ``store[layer]`` per forward call.
+
+    Each appended tensor has shape ``(B, H)``, is detached and kept in float32 on the model's device.
+    """
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            store.setdefault(layer, []).append(_main_tensor(output)[:, -1, :].detach().float())
+
+        return hook
+
+    try:
+        for layer in layers:
+            module = find_site_module(model, layer, site, layers_path)
+            handles.append(module.register_forward_hook(make_hook(layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

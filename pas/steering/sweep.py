@@ -1,0 +1,137 @@
+"""Layer x strength grid search on validation and the selection of the best configuration."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pas.errors import UserError
+from pas.evaluation.scoring import LetterPredictions, scores_from_logits
+from pas.models.layers import Site
+from pas.steering.engines import Engine
+from pas.steering.hooks import add_at_site
+
+log = logging.getLogger(__name__)
+
+
+class GridError(UserError, ValueError):
+    """The layer or strength grid is empty or holds invalid values."""
+
+
+def check_grid(layers: Sequence[int], strengths: Sequence[float], num_layers: int) -> None:
+    """Raise one error that lists every problem with the grid."""
+    problems = []
+    if not layers:
+        problems.append("method.layers is empty; list at least one layer")
+    bad_layers = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < num_layers]
+    if bad_layers:
+        problems.append(
+            f"layers {bad_layers} are out of range: the model has {num_layers} decoder layers, "
+            f"numbered 0 to {num_layers - 1}"
+        )
+    if len(set(layers)) != len(layers):
+        problems.append(f"method.layers has duplicates: {list(layers)}")
+    if not strengths:
+        problems.append("method.strengths is empty; list at least one strength")
+    bad = [s for s in strengths if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s)]
+    if bad:
+        problems.append(f"strengths must be finite numbers, got {bad}")
+    if problems:
+        raise GridError("invalid steering grid: " + "; ".join(problems))
+
+
+@dataclass
+class SweepResult:
+    """Validation accuracy of one variant over the grid and the selected configuration."""
+
+    variant: str
+    layers: list[int]
+    strengths: list[float]
+    val_acc: torch.Tensor  # (len(layers), len(strengths))
+    best_layer: int = field(init=False)
+    best_strength: float = field(init=False)
+    best_val_acc: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        i, j = select_best(self.val_acc, self.strengths)
+        self.best_layer = self.layers[i]
+        self.best_strength = self.strengths[j]
+        self.best_val_acc = float(self.val_acc[i, j])
+
+
+def select_best(val_acc: torch.Tensor, strengths: Sequence[float]) -> tuple[int, int]:
+    """Return the grid cell with the highest accuracy; ties go to the smaller |strength|, then the earlier layer."""
+    best: tuple[float, float, int, int] | None = None
+    for i in range(val_acc.shape[0]):
+        for j in range(val_acc.shape[1]):
+            key = (-float(val_acc[i, j]), abs(strengths[j]), i, j)
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    return best[2], best[3]
+
+
+def steered_predictions(
+    engine: Engine,
+    model: nn.Module,
+    vector: torch.Tensor,
+    layer: int,
+    site: Site,
+    strength: float,
+    letter_ids: list[list[int]],
+    n_choices: Sequence[int],
+    layers_path: str | None = None,
+) -> LetterPredictions:
+    """Score the engine's prompts with ``strength * vector`` added at ``site`` of ``layer``."""
+    delta = strength * vector
+
+    def context():  # noqa: ANN202 - a context-manager factory
+        return add_at_site(model, layer, site, delta, layers_path)
+
+    logits = engine.logits(context)
+    return LetterPredictions.from_scores(scores_from_logits(logits, letter_ids, n_choices))
+
+
+def run_sweep(
+    engine: Engine,
+    model: nn.Module,
+    vectors: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    strengths: Sequence[float],
+    site: Site,
+    targets: Sequence[int],
+    letter_ids: list[list[int]],
+    n_choices: Sequence[int],
+    layers_path: str | None = None,
+    on_config: Callable[[str, int, float, float], None] | None = None,
+) -> dict[str, SweepResult]:
+    """Measure validation accuracy for every variant, layer and strength.
+
+    ``vectors[variant]`` has shape ``(len(layers), H)``; row ``k`` is the vector fitted at ``layers[k]``.
+    ``on_config(variant, layer, strength, acc)`` is called after each configuration (for logging).
+    """
+    results = {}
+    for variant, table in vectors.items():
+        grid = torch.zeros(len(layers), len(strengths))
+        for i, layer in enumerate(layers):
+            for j, strength in enumerate(strengths):
+                preds = steered_predictions(
+                    engine, model, table[i], layer, site, strength, letter_ids, n_choices, layers_path
+                )
+                grid[i, j] = preds.accuracy(targets)
+                if on_config is not None:
+                    on_config(variant, layer, strength, float(grid[i, j]))
+        results[variant] = SweepResult(variant, list(layers), list(strengths), grid)
+        log.info(
+            "%s: best layer %d, strength %g, val acc %.3f",
+            variant,
+            results[variant].best_layer,
+            results[variant].best_strength,
+            results[variant].best_val_acc,
+        )
+    return results
