@@ -131,6 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         max_sample_size=cfg.data.max_sample_size,
         fractions=tuple(cfg.data.split),
         batch_size=cfg.data.batch_size,
+        shuffle_choices=cfg.data.shuffle_choices,
     )
     dm.setup()
     splits = dm.splits

