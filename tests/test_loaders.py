@@ -283,6 +283,18 @@ def test_ethics_commonsense(tmp_path: Path) -> None:
     assert items[1].meta["edited"] is True
 
 
+def test_ethics_short_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = "label,input,is_short,edited\n0,Short one.,True,False\n1,A long post.,False,False\n1,Short two.,True,False\n"
+    write_text(tmp_path / "cm.csv", text)
+    with caplog.at_level(logging.INFO, logger="pas.data"):
+        items = load_ethics(str(tmp_path), "commonsense", ["cm.csv"], short_only=True)
+    assert [item.id for item in items] == ["ethics/commonsense/cm/1", "ethics/commonsense/cm/3"]
+    assert "left out 1 long" in caplog.text
+    write_text(tmp_path / "justice.csv", "label,scenario\n0,I deserve a car.\n")
+    with pytest.raises(DataError, match="commonsense subset only"):
+        load_ethics(str(tmp_path), "justice", ["justice.csv"], short_only=True)
+
+
 def test_ethics_line_after_multiline_row(tmp_path: Path) -> None:
     text = 'label,input,is_short,edited\n1,"two\nlines",False,False\n\n5,bad label,True,False\n'
     write_text(tmp_path / "cm.csv", text)

@@ -83,7 +83,8 @@ def test_fitted_vectors_match_reference_loop(family: str) -> None:
     reference = _reference(model, items)
     counts = module.counts()
     assert counts["pasf"]["positive"] + counts["pasf"]["negative"] == len(items)
-    assert counts["pasf"]["positive"] > 0 and counts["pasf"]["negative"] > 0
+    assert counts["pasf"]["positive"] > 0
+    assert counts["pasf"]["negative"] > 0
     for variant, expected in reference.items():
         torch.testing.assert_close(module.vector_table()[variant].double(), expected, rtol=1e-4, atol=1e-5)
 

@@ -18,7 +18,9 @@ def test_splits_deterministic_and_disjoint() -> None:
     for name in ("train", "val", "test"):
         assert [i.id for i in first[name]] == [i.id for i in second[name]]
     ids = [set(i.id for i in first[name]) for name in ("train", "val", "test")]
-    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert not ids[0] & ids[1]
+    assert not ids[0] & ids[2]
+    assert not ids[1] & ids[2]
     assert sum(len(s) for s in ids) == 50
     assert first.sizes() == {"train": 30, "val": 10, "test": 10}
 

@@ -29,8 +29,10 @@ def accuracy(pred: Sequence[int], targets: Sequence[int]) -> float:
 def flip_labels(base: Sequence[int], steered: Sequence[int], targets: Sequence[int]) -> list[str]:
     """Label each item ``R2W``, ``W2R``, ``R2R`` or ``W2W`` (unsteered state, then steered state)."""
     labels = []
-    for b, s, t in zip(base, steered, targets, strict=True):
-        labels.append(("R" if b == t else "W") + "2" + ("R" if s == t else "W"))
+    for before, after, target in zip(base, steered, targets, strict=True):
+        state_before = "R" if before == target else "W"
+        state_after = "R" if after == target else "W"
+        labels.append(f"{state_before}2{state_after}")
     return labels
 
 

@@ -1,9 +1,9 @@
 """Evaluation engines that score many steering configurations on one fixed set of prompts.
 
 ``NaiveEngine`` runs a full batched forward pass per configuration and is the reference.
-``PrefixCacheEngine`` is exact too: steering at the last position cannot change the keys and
-values of earlier positions (causal attention), so it runs every prompt but its last token once,
-keeps the key/value cache, and per configuration runs only the last token against that cache.
+``PrefixCacheEngine`` is exact too. Under causal attention, steering at the last position cannot
+change the keys and values of earlier positions. So it runs every prompt except its last token
+once and keeps the key/value cache; each configuration then runs only the last token against it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Forward hooks that add a vector at one site or read the activation there.
 
 Both act on the last sequence position of the module's output. Every batch this package builds is
-left-padded, so the last position is the last real token of every row; during cached generation
+left-padded, so the last position is the last real token of every row. During cached generation
 the input is the single new position.
 """
 

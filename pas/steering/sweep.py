@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class GridError(UserError, ValueError):
-    """The layer or strength grid is empty or holds invalid values."""
+    """The layer or strength grid is empty or contains invalid values."""
 
 
 def check_grid(layers: Sequence[int], strengths: Sequence[float], num_layers: int) -> None:
