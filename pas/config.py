@@ -71,7 +71,9 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_data(cfg, problems)
     _check_method(cfg, problems)
     if cfg.sweep.engine not in ENGINES:
-        problems.append(f"sweep.engine must be one of {sorted(ENGINES)}, got {cfg.sweep.engine!r}")
+        problems.append(f"sweep.engine must be one of {list(ENGINES)}, got {cfg.sweep.engine!r}")
+    if not _is_int(cfg.sweep.configs_per_pass) or cfg.sweep.configs_per_pass < 1:
+        problems.append(f"sweep.configs_per_pass must be a positive integer, got {cfg.sweep.configs_per_pass!r}")
     if not _is_int(cfg.sweep.batch_size) or cfg.sweep.batch_size < 1:
         problems.append(f"sweep.batch_size must be a positive integer, got {cfg.sweep.batch_size!r}")
     if "loader" not in cfg.task or "_target_" not in cfg.task.loader:

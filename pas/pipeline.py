@@ -18,13 +18,13 @@ from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptFormat, render_prompt
 from pas.data.schema import MCItem
 from pas.evaluation.metrics import count_flips
-from pas.evaluation.scoring import LetterPredictions, letter_token_ids, scores_from_logits, tokenize
+from pas.evaluation.scoring import LetterPredictions, letter_token_ids, tokenize
 from pas.io import atomic_write_json, atomic_write_text
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import summary_table, write_heatmap, write_predictions_csv
 from pas.steering.engines import Engine, make_engine
 from pas.steering.module import PASFitModule
-from pas.steering.sweep import check_grid, run_sweep, steered_predictions
+from pas.steering.sweep import check_grid, predictions_from_logits, run_sweep, steered_predictions
 from pas.steering.vector import SteeringVector
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,8 @@ def encode_prompts(loaded: LoadedModel, items: Sequence[MCItem], fmt: PromptForm
     return tokenize(loaded.tokenizer, texts, add_special_tokens=not fmt.chat_template)
 
 
-def predict(engine: Engine, letter_ids: list[list[int]], items: Sequence[MCItem]) -> LetterPredictions:
-    scores = scores_from_logits(engine.logits(), letter_ids, [item.n_choices for item in items])
-    return LetterPredictions.from_scores(scores)
+def predict(engine: Engine, items: Sequence[MCItem]) -> LetterPredictions:
+    return predictions_from_logits(engine.unsteered_logits(), engine, [item.n_choices for item in items])
 
 
 def fit_vectors(
@@ -154,9 +153,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     timer.phase("fit", t)
 
     t = time.perf_counter()
-    batch_size = cfg.sweep.batch_size
-    val_engine = make_engine(cfg.sweep.engine, loaded.model, encode_prompts(loaded, splits.val, fmt), batch_size)
-    base_val = predict(val_engine, letter_ids, splits.val)
+    layers_path = cfg.model.get("layers_path")
+
+    def engine_for(items: Sequence[MCItem]) -> Engine:
+        lists = encode_prompts(loaded, items, fmt)
+        return make_engine(
+            cfg.sweep.engine,
+            loaded.model,
+            lists,
+            cfg.sweep.batch_size,
+            letter_ids,
+            layers_path,
+            cfg.sweep.configs_per_pass,
+        )
+
+    val_engine = engine_for(splits.val)
+    base_val = predict(val_engine, splits.val)
     val_targets = [item.target for item in splits.val]
     val_choices = [item.n_choices for item in splits.val]
 
@@ -164,40 +176,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if logger:
             logger.log_metrics({f"sweep/{variant}/val_acc": acc, "sweep/layer": layer, "sweep/strength": strength})
 
-    sweeps = run_sweep(
-        val_engine,
-        loaded.model,
-        vectors,
-        layers,
-        strengths,
-        cfg.method.site,
-        val_targets,
-        letter_ids,
-        val_choices,
-        cfg.model.get("layers_path"),
-        log_config,
-    )
+    sweeps = run_sweep(val_engine, vectors, layers, strengths, cfg.method.site, val_targets, val_choices, log_config)
     del val_engine
     timer.phase("sweep", t)
 
     t = time.perf_counter()
-    test_engine = make_engine(cfg.sweep.engine, loaded.model, encode_prompts(loaded, splits.test, fmt), batch_size)
-    base_test = predict(test_engine, letter_ids, splits.test)
+    test_engine = engine_for(splits.test)
+    base_test = predict(test_engine, splits.test)
     test_choices = [item.n_choices for item in splits.test]
     methods: dict[str, dict[str, Any]] = {}
     counts = module.counts()
     for variant, sweep in sweeps.items():
         row = layers.index(sweep.best_layer)
         steered = steered_predictions(
-            test_engine,
-            loaded.model,
-            vectors[variant][row],
-            sweep.best_layer,
-            cfg.method.site,
-            sweep.best_strength,
-            letter_ids,
-            test_choices,
-            cfg.model.get("layers_path"),
+            test_engine, vectors[variant][row], sweep.best_layer, cfg.method.site, sweep.best_strength, test_choices
         )
         record = method_record(
             variant, sweep, splits.test, base_val.accuracy(val_targets), base_test, steered, counts[variant]

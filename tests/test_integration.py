@@ -15,8 +15,7 @@ from pas.data.sources.bbq import load_bbq
 from pas.evaluation.scoring import letter_token_ids, scores_from_logits
 from pas.models.loading import LoadedModel, load_model
 from pas.pipeline import encode_prompts, run
-from pas.steering.engines import NaiveEngine, PrefixCacheEngine
-from pas.steering.hooks import add_at_site
+from pas.steering.engines import FastEngine, NaiveEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,25 +70,22 @@ def test_real_tokenizer_letter_ids(smollm: LoadedModel) -> None:
     assert ids[0] == [smollm.tokenizer.encode("A")[0], smollm.tokenizer.encode(" A")[0]]
 
 
-def test_cached_engine_matches_naive_on_real_model(smollm: LoadedModel, data_root: Path) -> None:
+def test_fast_engine_matches_naive_on_real_model(smollm: LoadedModel, data_root: Path) -> None:
     items = load_bbq(str(data_root), files=["bbq/Age.jsonl"])[:12]
     lists = encode_prompts(smollm, items, PromptFormat())
     letters = letter_token_ids(smollm.tokenizer, 3)
-    naive = NaiveEngine(smollm.model, lists, batch_size=6)
-    cached = PrefixCacheEngine(smollm.model, lists, batch_size=6)
+    naive = NaiveEngine(smollm.model, lists, batch_size=6, letter_ids=letters)
+    fast = FastEngine(smollm.model, lists, batch_size=6, letter_ids=letters)
     generator = torch.Generator().manual_seed(0)
-    for layer, strength in ((3, 4.0), (15, 8.0), (29, 2.0)):
-        delta = strength * torch.randn(576, generator=generator)
-
-        def context(layer: int = layer, delta: torch.Tensor = delta):  # noqa: ANN202
-            return add_at_site(smollm.model, layer, "residual", delta)
-
-        reference = naive.logits(context)
-        fast = cached.logits(context)
-        torch.testing.assert_close(fast, reference, rtol=1e-3, atol=1e-3)
-        preds_ref = [int(s.argmax()) for s in scores_from_logits(reference, letters, [3] * 12)]
-        preds_fast = [int(s.argmax()) for s in scores_from_logits(fast, letters, [3] * 12)]
-        assert preds_fast == preds_ref
+    for layer, site in ((3, "residual"), (15, "mlp"), (29, "residual")):
+        deltas = torch.randn(2, 576, generator=generator) * torch.tensor([[2.0], [8.0]])
+        reference = naive.steered_logits(layer, site, deltas)
+        got = fast.steered_logits(layer, site, deltas)
+        torch.testing.assert_close(got, reference, rtol=1e-3, atol=1e-3)
+        for k in range(2):
+            preds_ref = [int(s.argmax()) for s in scores_from_logits(reference[k], naive.letter_positions, [3] * 12)]
+            preds_fast = [int(s.argmax()) for s in scores_from_logits(got[k], fast.letter_positions, [3] * 12)]
+            assert preds_fast == preds_ref
 
 
 def test_pipeline_on_real_bbq(data_root: Path, cache_dir: Path, tmp_path: Path) -> None:

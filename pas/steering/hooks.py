@@ -34,18 +34,21 @@ def add_at_site(
     site: Site,
     delta: torch.Tensor,
     layers_path: str | None = None,
+    positions: int = 1,
 ) -> Iterator[None]:
-    """Add ``delta`` (shape ``(H,)`` or ``(B, H)``) to the output of ``site`` at ``layer``, last position only.
+    """Add ``delta`` to the output of ``site`` at ``layer``, at the last ``positions`` positions only.
 
-    The output of the hooked module becomes ``h[:, -1] + delta`` at the last position; every other
-    position and every other module is unchanged. The hook is removed on exit, also on error.
+    ``delta`` has shape ``(H,)`` or ``(positions, H)``. The output of the hooked module becomes
+    ``h[:, -positions:] + delta``; every earlier position and every other module is unchanged.
+    The hook is removed on exit, also on error.
     """
     module = find_site_module(model, layer, site, layers_path)
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = _main_tensor(output)  # (B, T, H)
         steered = hidden.clone()
-        steered[:, -1, :] = hidden[:, -1, :] + delta.to(device=hidden.device, dtype=hidden.dtype)
+        shift = delta.to(device=hidden.device, dtype=hidden.dtype)
+        steered[:, -positions:, :] = hidden[:, -positions:, :] + shift
         return _replace_main(output, steered)
 
     # Prepended so that hooks registered earlier (transformers records hidden_states through its

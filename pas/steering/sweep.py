@@ -8,13 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from pas.errors import UserError
 from pas.evaluation.scoring import LetterPredictions, scores_from_logits
 from pas.models.layers import Site
 from pas.steering.engines import Engine
-from pas.steering.hooks import add_at_site
 
 log = logging.getLogger(__name__)
 
@@ -76,62 +74,56 @@ def select_best(val_acc: torch.Tensor, strengths: Sequence[float]) -> tuple[int,
     return best[2], best[3]
 
 
+def predictions_from_logits(logits: torch.Tensor, engine: Engine, n_choices: Sequence[int]) -> LetterPredictions:
+    return LetterPredictions.from_scores(scores_from_logits(logits, engine.letter_positions, n_choices))
+
+
 def steered_predictions(
-    engine: Engine,
-    model: nn.Module,
-    vector: torch.Tensor,
-    layer: int,
-    site: Site,
-    strength: float,
-    letter_ids: list[list[int]],
-    n_choices: Sequence[int],
-    layers_path: str | None = None,
+    engine: Engine, vector: torch.Tensor, layer: int, site: Site, strength: float, n_choices: Sequence[int]
 ) -> LetterPredictions:
     """Score the engine's prompts with ``strength * vector`` added at ``site`` of ``layer``."""
-    delta = strength * vector
-
-    def context():  # noqa: ANN202 - a context-manager factory
-        return add_at_site(model, layer, site, delta, layers_path)
-
-    logits = engine.logits(context)
-    return LetterPredictions.from_scores(scores_from_logits(logits, letter_ids, n_choices))
+    logits = engine.steered_logits(layer, site, (strength * vector).unsqueeze(0))[0]
+    return predictions_from_logits(logits, engine, n_choices)
 
 
 def run_sweep(
     engine: Engine,
-    model: nn.Module,
     vectors: dict[str, torch.Tensor],
     layers: Sequence[int],
     strengths: Sequence[float],
     site: Site,
     targets: Sequence[int],
-    letter_ids: list[list[int]],
     n_choices: Sequence[int],
-    layers_path: str | None = None,
     on_config: Callable[[str, int, float, float], None] | None = None,
 ) -> dict[str, SweepResult]:
     """Measure validation accuracy for every variant, layer and strength.
 
-    ``vectors[variant]`` has shape ``(len(layers), H)``; row ``k`` is the vector fitted at ``layers[k]``.
-    ``on_config(variant, layer, strength, acc)`` is called after each configuration (for logging).
+    ``vectors[variant]`` has shape ``(len(layers), H)``; row ``i`` is the vector fitted at ``layers[i]``.
+    All variants and strengths of one layer go to the engine together, so the fast engine can
+    evaluate them in shared passes. ``on_config(variant, layer, strength, acc)`` is called after
+    each configuration, for logging.
     """
-    results = {}
-    for variant, table in vectors.items():
-        grid = torch.zeros(len(layers), len(strengths))
-        for i, layer in enumerate(layers):
+    variants = list(vectors)
+    scale = torch.tensor([float(s) for s in strengths]).unsqueeze(1)  # (S, 1)
+    grids = {variant: torch.zeros(len(layers), len(strengths)) for variant in variants}
+    for i, layer in enumerate(layers):
+        deltas = torch.cat([scale * vectors[variant][i].float().unsqueeze(0) for variant in variants])  # (V*S, H)
+        logits = engine.steered_logits(layer, site, deltas)  # (V*S, N, V')
+        for v, variant in enumerate(variants):
             for j, strength in enumerate(strengths):
-                preds = steered_predictions(
-                    engine, model, table[i], layer, site, strength, letter_ids, n_choices, layers_path
-                )
-                grid[i, j] = preds.accuracy(targets)
+                preds = predictions_from_logits(logits[v * len(strengths) + j], engine, n_choices)
+                grids[variant][i, j] = preds.accuracy(targets)
                 if on_config is not None:
-                    on_config(variant, layer, strength, float(grid[i, j]))
-        results[variant] = SweepResult(variant, list(layers), list(strengths), grid)
+                    on_config(variant, layer, strength, float(grids[variant][i, j]))
+    results = {}
+    for variant in variants:
+        results[variant] = SweepResult(variant, list(layers), list(strengths), grids[variant])
+        best = results[variant]
         log.info(
             "%s: best layer %d, strength %g, val acc %.3f",
             variant,
-            results[variant].best_layer,
-            results[variant].best_strength,
-            results[variant].best_val_acc,
+            best.best_layer,
+            best.best_strength,
+            best.best_val_acc,
         )
     return results
