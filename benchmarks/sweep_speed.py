@@ -1,9 +1,10 @@
 """Benchmark the layer x strength sweep: naive loop vs fast engine vs one unsteered pass.
 
-Mode ``grid`` (default) measures, in one process on SmolLM2-135M-Instruct and one BBQ category
-from the data root: one batched unsteered forward pass over the validation prompts, the fast
-engine over the full grid (3 methods x 10 layers x 14 strengths), and the naive loop (one full
-forward pass per item per configuration) on a sample of configurations, extrapolated to the grid.
+Mode ``grid`` (default) runs on SmolLM2-135M-Instruct and one BBQ category from the data root,
+in one process. It measures one batched unsteered forward pass over the validation prompts and
+the fast engine over the full grid (3 methods x 10 layers x 14 strengths). It also times the naive
+loop (one full forward pass per item per configuration) on a sample of configurations and
+extrapolates that to the grid.
 Mode ``end-to-end`` times the default ``python train.py`` as a subprocess.
 
     python benchmarks/sweep_speed.py --data-root ../shared/data

@@ -141,8 +141,8 @@ def _isolated_cache(cache: Any) -> Any:
 def _config_mask(attention_mask: torch.Tensor, copies: int, dtype: torch.dtype) -> torch.Tensor:
     """Build the additive 4D mask ``(B, 1, K, T - 1 + K)`` for ``K`` configurations stacked as positions.
 
-    Each of the ``K`` query positions sees the prompt's real prefix tokens and itself, never the
-    other configurations, so it computes exactly what a separate pass with that configuration would.
+    Each of the ``K`` query positions attends to the prompt's real prefix tokens and to itself,
+    never to the other configurations, so it computes what a separate pass would compute.
     """
     rows = attention_mask.shape[0]
     prefix = attention_mask[:, :-1].bool().unsqueeze(1).expand(rows, copies, -1)  # (B, K, T - 1)
