@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pas.data.datamodule import PASDataModule  # noqa: E402
-from pas.data.prompts import PromptFormat  # noqa: E402
+from pas.data.prompts import PromptBuilder, PromptFormat  # noqa: E402
 from pas.data.sources.bbq import load_bbq  # noqa: E402
 from pas.evaluation.scoring import letter_token_ids  # noqa: E402
 from pas.models.loading import load_model  # noqa: E402
-from pas.pipeline import encode_prompts  # noqa: E402
 from pas.steering.engines import FastEngine, NaiveEngine  # noqa: E402
 
 LAYERS = [6, 8, 10, 12, 14, 16, 18, 20, 22, 24]
@@ -113,7 +112,7 @@ def grid_mode(args: argparse.Namespace) -> str:
         batch_size=16,
     )
     items = dm.splits.val
-    lists = encode_prompts(loaded, items, PromptFormat())
+    lists = PromptBuilder(PromptFormat(), loaded.tokenizer).encode_prompts(items)
     letters = letter_token_ids(loaded.tokenizer, max(item.n_choices for item in items))
     generator = torch.Generator().manual_seed(0)
     # Timings do not depend on the vectors' values, so random directions of a typical norm stand in

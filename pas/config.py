@@ -76,6 +76,8 @@ def validate_run_config(cfg: DictConfig) -> None:
         problems.append(f"sweep.configs_per_pass must be a positive integer, got {cfg.sweep.configs_per_pass!r}")
     if not _is_int(cfg.sweep.batch_size) or cfg.sweep.batch_size < 1:
         problems.append(f"sweep.batch_size must be a positive integer, got {cfg.sweep.batch_size!r}")
+    if "run" not in cfg.method or "_target_" not in cfg.method.run:
+        problems.append("method.run must name a method function with _target_; pick a method from conf/method/")
     if "loader" not in cfg.task or "_target_" not in cfg.task.loader:
         problems.append("task.loader must name a loader with _target_; pick a task from conf/task/")
     if problems:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from pas.data.prompts import PromptFormat
+from pas.data.prompts import PromptBuilder, PromptFormat
 from pas.data.sources.bbq import load_bbq
 from pas.evaluation.scoring import letter_token_ids, scores_from_logits
 from pas.models.loading import LoadedModel, load_model
-from pas.pipeline import encode_prompts, run
+from pas.pipeline import run
 from pas.steering.engines import FastEngine, NaiveEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_real_tokenizer_letter_ids(smollm: LoadedModel) -> None:
 
 def test_fast_engine_matches_naive_on_real_model(smollm: LoadedModel, data_root: Path) -> None:
     items = load_bbq(str(data_root), files=["bbq/Age.jsonl"])[:12]
-    lists = encode_prompts(smollm, items, PromptFormat())
+    lists = PromptBuilder(PromptFormat(), smollm.tokenizer).encode_prompts(items)
     letters = letter_token_ids(smollm.tokenizer, 3)
     naive = NaiveEngine(smollm.model, lists, batch_size=6, letter_ids=letters)
     fast = FastEngine(smollm.model, lists, batch_size=6, letter_ids=letters)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pas.data.prompts import PromptFormat, render_answer, render_prompt
+from pas.data.prompts import PromptBuilder, PromptFormat, render_answer, render_prompt
 from pas.data.schema import MCItem
 from pas.evaluation.scoring import letter_token_ids
 from pas.steering.builders import EmptyContrastError
@@ -19,8 +19,7 @@ def _fit(model: torch.nn.Module, items: list[MCItem], batch_size: int = 4) -> PA
     tokenizer = tiny_tokenizer()
     module = PASFitModule(
         model,
-        tokenizer,
-        PromptFormat(),
+        PromptBuilder(PromptFormat(), tokenizer),
         LAYERS,
         "residual",
         ["pasf", "ipas_all", "ipas_wrong_only"],

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from pas.data.prompts import shuffle_choices
@@ -42,6 +43,8 @@ class PASDataModule(L.LightningDataModule):
         self.fractions = fractions
         self.batch_size = batch_size
         self.shuffle = shuffle_choices
+        # Fine-tuning stages turn this on; PAS fitting reads the train split in order.
+        self.shuffle_train = False
         self._splits: Splits | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -71,9 +74,14 @@ class PASDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader[Any]:
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.splits.train,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=False,
+            shuffle=self.shuffle_train,
+            generator=generator,
             collate_fn=_as_list,
         )
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return DataLoader(self.splits.val, batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)  # type: ignore[arg-type]

@@ -91,3 +91,34 @@ def render_answer(item: MCItem, choice: int, fmt: PromptFormat, tokenizer: Any =
     if fmt.chat_template:
         return _chat(tokenizer, fmt, question, answer)
     return f"{question}\n{fmt.answer_cue} {answer}" if fmt.answer_cue else f"{question}\n{answer}"
+
+
+class PromptBuilder:
+    """Renders the texts of one run: multiple-choice prompts and "question + answer" texts.
+
+    Holds the format and the tokenizer, so every stage (fitting, sweep, test, fine-tuning) renders
+    items the same way. Subclasses change the prompt, for example by prepending exemplars.
+    """
+
+    def __init__(self, fmt: PromptFormat, tokenizer: Any = None) -> None:
+        self.fmt = fmt
+        self.tokenizer = tokenizer
+
+    @property
+    def add_special_tokens(self) -> bool:
+        # A chat template writes its own special tokens into the text.
+        return not self.fmt.chat_template
+
+    def prompt(self, item: MCItem) -> str:
+        return render_prompt(item, self.fmt, self.tokenizer)
+
+    def answer(self, item: MCItem, choice: int) -> str:
+        return render_answer(item, choice, self.fmt, self.tokenizer)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Tokenize texts one by one, without padding or truncation."""
+        encoded = self.tokenizer(texts, add_special_tokens=self.add_special_tokens, padding=False, truncation=False)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def encode_prompts(self, items: list[MCItem]) -> list[list[int]]:
+        return self.encode([self.prompt(item) for item in items])

@@ -161,3 +161,32 @@ def last_logits_full(
         for row, i in enumerate(batch.index):
             out[i] = logits[row].float()
     return torch.stack(out)  # type: ignore[arg-type]
+
+
+def letter_score_matrix(logits: torch.Tensor, letter_ids: list[list[int]], n_choices: Sequence[int]) -> torch.Tensor:
+    """Return differentiable letter scores ``(B, max(n_choices))`` from last-position logits ``(B, V)``.
+
+    Entry ``[b, k]`` is the log-sum-exp of letter ``k``'s token-variant logits; letters beyond a
+    row's own choices get ``-inf``, so a cross-entropy over the row only counts its choices.
+    """
+    width = max(n_choices)
+    per_letter = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in letter_ids[:width]], dim=-1)
+    valid = torch.arange(width, device=logits.device).unsqueeze(0) < torch.tensor(
+        n_choices, device=logits.device
+    ).unsqueeze(1)
+    return per_letter.masked_fill(~valid, float("-inf"))
+
+
+def forward_letter_scores(
+    model: nn.Module, token_lists: Sequence[Sequence[int]], letter_ids: list[list[int]], n_choices: Sequence[int]
+) -> torch.Tensor:
+    """Run one left-padded batch (with gradients, if enabled) and return its letter scores ``(B, max_n)``."""
+    batch = left_pad(token_lists, list(range(len(token_lists))), model_device(model))
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        logits_to_keep=1,
+    ).logits[:, -1, :]
+    return letter_score_matrix(logits.float(), letter_ids, n_choices)

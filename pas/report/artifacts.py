@@ -84,3 +84,29 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def summary_table(methods: dict[str, dict[str, Any]]) -> str:
     return format_table(SUMMARY_COLUMNS, summary_rows(methods))
+
+
+COMPARISON_COLUMNS = ("result", "layer", "strength", "val acc", "test acc", "vs unsteered", "vs baseline", "R2W", "W2R")
+
+
+def _optional(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    """Format the side-by-side test results (unsteered, baseline, PAS, combined) as Markdown."""
+    body = [
+        [
+            row["name"],
+            _optional(row.get("layer"), "d"),
+            _optional(row.get("strength"), "g"),
+            _optional(row.get("val_acc"), ".3f"),
+            f"{row['test_acc']:.3f}",
+            f"{row['effect']:+.3f}",
+            _optional(row.get("effect_vs_baseline"), "+.3f"),
+            str(row["flips"]["r2w"]),
+            str(row["flips"]["w2r"]),
+        ]
+        for row in rows
+    ]
+    return format_table(COMPARISON_COLUMNS, body)

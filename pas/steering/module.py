@@ -9,9 +9,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from pas.data.prompts import PromptFormat, render_answer, render_prompt
+from pas.data.prompts import PromptBuilder
 from pas.data.schema import MCItem
-from pas.evaluation.scoring import scores_from_logits, tokenize
+from pas.evaluation.scoring import scores_from_logits
 from pas.models.layers import Site
 from pas.steering.activations import forward_and_capture
 from pas.steering.builders import VARIANTS, ContrastSet, EmptyContrastError, TextRef, build_contrast_sets
@@ -32,8 +32,7 @@ class PASFitModule(L.LightningModule):
     def __init__(
         self,
         lm: nn.Module,
-        tokenizer: Any,
-        prompt_format: PromptFormat,
+        prompts: PromptBuilder,
         layers: Sequence[int],
         site: Site,
         variants: Sequence[str],
@@ -43,8 +42,8 @@ class PASFitModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self._frozen = (lm, tokenizer)
-        self.prompt_format = prompt_format
+        self._frozen = (lm,)
+        self.prompts = prompts
         self.layers = list(layers)
         self.site = site
         self.variants = [v for v in VARIANTS if v in variants]
@@ -65,10 +64,6 @@ class PASFitModule(L.LightningModule):
     def lm(self) -> nn.Module:
         return self._frozen[0]
 
-    @property
-    def tokenizer(self) -> Any:
-        return self._frozen[1]
-
     def configure_optimizers(self) -> None:
         return None
 
@@ -76,19 +71,19 @@ class PASFitModule(L.LightningModule):
         # Batches are lists of MCItem text records; tensors are built on the LM's device later.
         return batch
 
-    def _add_special_tokens(self) -> bool:
-        return not self.prompt_format.chat_template
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        return tokenize(self.tokenizer, texts, add_special_tokens=self._add_special_tokens())
-
     def _answer_activations(self, items: Sequence[MCItem], refs: set[TextRef]) -> dict[TextRef, torch.Tensor]:
         ordered = sorted(refs)
         if not ordered:
             return {}
-        texts = [render_answer(items[r.item], r.choice, self.prompt_format, self.tokenizer) for r in ordered]  # type: ignore[arg-type]
+        texts = [self.prompts.answer(items[r.item], r.choice) for r in ordered]  # type: ignore[arg-type]
         _, acts = forward_and_capture(
-            self.lm, self._encode(texts), self.layers, self.site, self.batch_size, self.layers_path, with_logits=False
+            self.lm,
+            self.prompts.encode(texts),
+            self.layers,
+            self.site,
+            self.batch_size,
+            self.layers_path,
+            with_logits=False,
         )
         return {ref: acts[k] for k, ref in enumerate(ordered)}
 
@@ -103,9 +98,8 @@ class PASFitModule(L.LightningModule):
                     count[v] += len(refs)
 
     def training_step(self, batch: list[MCItem], batch_idx: int) -> None:
-        prompts = [render_prompt(item, self.prompt_format, self.tokenizer) for item in batch]
         logits, prompt_acts = forward_and_capture(
-            self.lm, self._encode(prompts), self.layers, self.site, self.batch_size, self.layers_path
+            self.lm, self.prompts.encode_prompts(batch), self.layers, self.site, self.batch_size, self.layers_path
         )
         assert logits is not None
         scores = scores_from_logits(logits, self.letter_ids, [item.n_choices for item in batch])

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning baselines (LoRA through peft)."""
