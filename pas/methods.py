@@ -1,6 +1,6 @@
 """Methods a run can compare: PAS alone, and PAS beside and on top of SFT, ICL and a trained vector.
 
-Each method config names one of these functions with ``_target_`` and ``_partial_: true``; the
+Each method config names one of these functions with ``_target_`` and ``_partial_: true``. The
 function receives the run context and returns the parts of ``results.json`` it adds.
 """
 
@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from pas.config import ConfigError
 from pas.evaluation.icl import ICLPromptBuilder, select_exemplars
 from pas.evaluation.metrics import count_flips
 from pas.evaluation.scoring import LetterPredictions
+from pas.models.layers import check_layer
 from pas.sft.module import LoRAFineTuneModule
 from pas.stages import PASStage, RunContext, choices_of, run_pas, targets_of
 from pas.steering.sweep import steered_predictions
@@ -75,6 +77,39 @@ def run_pas_only(ctx: RunContext) -> dict[str, Any]:
     return {"base": stage, "comparison": base_rows(stage, ctx)}
 
 
+def fit_best_checkpoint(ctx: RunContext, module: Any, name: str, monitor: str, epochs: int) -> dict[str, torch.Tensor]:
+    """Train ``module`` on the train split for ``epochs`` and return the state of the best validation epoch.
+
+    The train order is shuffled with the seed. A ModelCheckpoint callback keeps the epoch with the
+    highest ``monitor`` value in ``checkpoints/<name>/``.
+    """
+    checkpoint = ModelCheckpoint(
+        dirpath=ctx.out_dir / "checkpoints" / name,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+    )
+    trainer = ctx.trainer(
+        max_epochs=epochs,
+        limit_val_batches=1.0,
+        enable_checkpointing=True,
+        callbacks=[checkpoint],
+        num_sanity_val_steps=0,
+    )
+    ctx.dm.shuffle_train = True
+    try:
+        trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader(), val_dataloaders=ctx.dm.val_dataloader())
+    finally:
+        ctx.dm.shuffle_train = False
+    log.info(
+        "%s: best %s %.3f (%s)", name, monitor, float(checkpoint.best_model_score or 0.0), checkpoint.best_model_path
+    )
+    # The checkpoint is this run's own file of tensors, read without unpickling objects.
+    return torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+
+
 def run_sft_pas(
     ctx: RunContext,
     rank: int,
@@ -88,41 +123,19 @@ def run_sft_pas(
 ) -> dict[str, Any]:
     """PAS on the base model, LoRA fine-tuning, then PAS on the fine-tuned model (SFT+PAS)."""
     base = run_pas(ctx, ctx.loaded.model, ctx.prompts, "pas")
+
     t = time.perf_counter()
     module = LoRAFineTuneModule(
         ctx.loaded.model, ctx.prompts, ctx.letter_ids, rank, alpha, dropout, target_modules, lr, weight_decay
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=ctx.out_dir / "checkpoints" / "sft",
-        filename="best",
-        monitor="sft/val_acc",
-        mode="max",
-        save_top_k=1,
-        save_weights_only=True,
-    )
-    trainer = ctx.trainer(
-        max_epochs=epochs,
-        limit_val_batches=1.0,
-        enable_checkpointing=True,
-        callbacks=[checkpoint],
-        num_sanity_val_steps=0,
-    )
-    ctx.dm.shuffle_train = True
-    trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader(), val_dataloaders=ctx.dm.val_dataloader())
-    ctx.dm.shuffle_train = False
-    # The checkpoint is this run's own file of adapter tensors, read without unpickling objects.
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_adapter_state(best)
+    module.load_adapter_state(fit_best_checkpoint(ctx, module, "sft", "sft/val_acc", epochs))
     module.model.eval()
     if save_adapter:
         module.model.save_pretrained(ctx.out_dir / "adapter")
     ctx.timer.phase("sft_fit", t)
-    log.info(
-        "LoRA adapter selected at val acc %.3f (%s)",
-        float(checkpoint.best_model_score or 0.0),
-        checkpoint.best_model_path,
-    )
+
     combined = run_pas(ctx, module.model, ctx.prompts, "sft+pas")
+
     rows = base_rows(base, ctx)
     rows.append(
         comparison_row(
@@ -167,41 +180,32 @@ def run_pas_trained(
 ) -> dict[str, Any]:
     """PAS variants, then a vector trained by gradient descent at the best variant's layer (or ``layer``)."""
     if init not in ("pas", "zero"):
-        raise ValueError(f"method.trained.init must be 'pas' or 'zero', got {init!r}")
+        raise ConfigError(f"method.run.init must be 'pas' or 'zero', got {init!r}")
+    if layer is not None:
+        check_layer(layer, ctx.loaded.num_layers)
+        if init == "pas" and layer not in ctx.layers:
+            raise ConfigError(
+                f"method.run.init=pas needs a PAS vector at layer {layer}, which is not in method.layers "
+                f"{ctx.layers}; add it to method.layers or set method.run.init=zero"
+            )
     base = run_pas(ctx, ctx.loaded.model, ctx.prompts, "pas")
     best_variant = max(base.records, key=lambda v: (base.records[v]["val_acc"], -abs(base.records[v]["strength"])))
     best = base.records[best_variant]
     chosen_layer = best["layer"] if layer is None else layer
-    row = ctx.layers.index(chosen_layer) if chosen_layer in ctx.layers else None
-    hidden = ctx.loaded.hidden_size
-    if init == "pas" and row is not None:
-        start = base.vectors[best_variant][row] * (best["strength"] if chosen_layer == best["layer"] else 1.0)
+    if init == "pas":
+        # The best variant's vector at that layer, scaled by its selected strength when the layer is
+        # the selected one (at another layer the strength was not selected, so it starts at 1).
+        scale = best["strength"] if chosen_layer == best["layer"] else 1.0
+        start = base.vectors[best_variant][ctx.layers.index(chosen_layer)] * scale
     else:
-        start = torch.zeros(hidden)
+        start = torch.zeros(ctx.loaded.hidden_size)
+
     t = time.perf_counter()
     site = ctx.cfg.method.site
     module = TrainedVectorModule(
         ctx.loaded.model, ctx.prompts, ctx.letter_ids, chosen_layer, site, start, lr, l2, ctx.layers_path
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=ctx.out_dir / "checkpoints" / "trained_vector",
-        filename="best",
-        monitor="trained/val_acc",
-        mode="max",
-        save_top_k=1,
-        save_weights_only=True,
-    )
-    trainer = ctx.trainer(
-        max_epochs=epochs,
-        limit_val_batches=1.0,
-        enable_checkpointing=True,
-        callbacks=[checkpoint],
-        num_sanity_val_steps=0,
-    )
-    ctx.dm.shuffle_train = True
-    trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader(), val_dataloaders=ctx.dm.val_dataloader())
-    ctx.dm.shuffle_train = False
-    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    state = fit_best_checkpoint(ctx, module, "trained_vector", "trained/val_acc", epochs)
     vector = state["vector"].float()
     ctx.timer.phase("trained_fit", t)
 

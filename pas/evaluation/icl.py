@@ -34,7 +34,7 @@ def select_exemplars(items: Sequence[MCItem], predictions: Sequence[int], k: int
 class ICLPromptBuilder(PromptBuilder):
     """Prepends solved exemplars (prompt plus correct letter) to every prompt, within ``max_tokens``.
 
-    Exemplars are dropped from the front until the whole prompt fits the budget; the item's own
+    Exemplars are dropped from the front until the whole prompt fits the budget. The item's own
     prompt is never cut, and an item never appears as its own exemplar. The "question + answer"
     texts of the introspective variants carry no exemplars.
     """
@@ -47,14 +47,14 @@ class ICLPromptBuilder(PromptBuilder):
         self.max_tokens = max_tokens
         self.used: list[int] = []
 
-    def _plain(self, item: MCItem, shown: Sequence[MCItem]) -> str:
-        blocks = [f"{render_body(ex, self.fmt)}\n{self.fmt.answer_cue} {LETTERS[ex.target]}" for ex in shown]
+    def _plain(self, item: MCItem, included: Sequence[MCItem]) -> str:
+        blocks = [f"{render_body(ex, self.fmt)}\n{self.fmt.answer_cue} {LETTERS[ex.target]}" for ex in included]
         blocks.append(super().prompt(item))
         return "\n\n".join(blocks)
 
-    def _chat(self, item: MCItem, shown: Sequence[MCItem]) -> str:
+    def _chat(self, item: MCItem, included: Sequence[MCItem]) -> str:
         messages = [{"role": "system", "content": self.fmt.system_prompt}] if self.fmt.system_prompt else []
-        for ex in shown:
+        for ex in included:
             messages.append({"role": "user", "content": render_body(ex, self.fmt)})
             messages.append({"role": "assistant", "content": LETTERS[ex.target]})
         messages.append({"role": "user", "content": render_body(item, self.fmt)})
@@ -64,20 +64,20 @@ class ICLPromptBuilder(PromptBuilder):
         return len(self.encode([text])[0])
 
     def prompt(self, item: MCItem) -> str:
-        shown = [ex for ex in self.exemplars if ex.id != item.id]
+        included = [ex for ex in self.exemplars if ex.id != item.id]
         render = self._chat if self.fmt.chat_template else self._plain
-        text = render(item, shown)
-        while shown and self._length(text) > self.max_tokens:
-            shown = shown[1:]
-            text = render(item, shown)
+        text = render(item, included)
+        while included and self._length(text) > self.max_tokens:
+            included = included[1:]
+            text = render(item, included)
         if self._length(text) > self.max_tokens:
             raise DataError(
                 f"item {item.id!r} alone takes {self._length(text)} tokens, more than icl.max_tokens="
                 f"{self.max_tokens}; raise icl.max_tokens or drop long items"
             )
-        self.used.append(len(shown))
+        self.used.append(len(included))
         return text
 
     def mean_exemplars(self) -> float:
-        """Return the mean number of exemplars shown per prompt rendered so far."""
+        """Return the mean number of exemplars included per prompt rendered so far."""
         return sum(self.used) / len(self.used) if self.used else 0.0
