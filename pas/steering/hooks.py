@@ -14,7 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pas.models.layers import Site, find_site_module
+from pas.errors import UserError
+from pas.models.layers import Site, family_name, find_site_module, model_hidden_size
+
+
+class SteeringShapeError(UserError, ValueError):
+    """A steering vector's length does not match the model's hidden size."""
 
 
 def _main_tensor(output: Any) -> torch.Tensor:
@@ -40,9 +45,16 @@ def add_at_site(
 
     ``delta`` has shape ``(H,)`` or ``(positions, H)``. The output of the hooked module becomes
     ``h[:, -positions:] + delta``; every earlier position and every other module is unchanged.
-    The hook is removed on exit, also on error.
+    The hook is removed on exit, also on error. Blocks and modules that return a tuple get the
+    vector added to the tuple's first element, the hidden states.
     """
     module = find_site_module(model, layer, site, layers_path)
+    hidden_size = model_hidden_size(model)
+    if delta.ndim not in (1, 2) or (hidden_size is not None and delta.shape[-1] != hidden_size):
+        raise SteeringShapeError(
+            f"cannot add a vector of shape {tuple(delta.shape)} at layer {layer} of {family_name(model)}: "
+            f"the last dimension must be {hidden_size}, the model's hidden size; use a vector fitted on this model"
+        )
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = _main_tensor(output)  # (B, T, H)
