@@ -123,6 +123,11 @@ def _passthrough(*args: Any, **kwargs: Any) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def _tuple_passthrough(*args: Any, **kwargs: Any) -> tuple[torch.Tensor]:
+    # For blocks that return a tuple whose first element is the hidden states (older or custom code).
+    return (_passthrough(*args, **kwargs),)
+
+
 def _hidden_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -138,18 +143,61 @@ def _isolated_cache(cache: Any) -> Any:
     return isolated
 
 
-def _config_mask(attention_mask: torch.Tensor, copies: int, dtype: torch.dtype) -> torch.Tensor:
-    """Build the additive 4D mask ``(B, 1, K, T - 1 + K)`` for ``K`` configurations stacked as positions.
+def _config_mask(
+    attention_mask: torch.Tensor, copies: int, dtype: torch.dtype, cached: int | None = None
+) -> torch.Tensor:
+    """Build the additive 4D mask ``(B, 1, K, C + K)`` for ``K`` configurations stacked as positions.
 
-    Each of the ``K`` query positions attends to the prompt's real prefix tokens and to itself,
-    never to the other configurations, so it computes what a separate pass would compute.
+    ``C`` (``cached``, default all ``T - 1``) is the number of prefix positions in the cache layer,
+    which are the last ``C`` ones. Each of the ``K`` query positions attends to the real tokens
+    among them and to itself, never to the other configurations, so it computes what a separate
+    pass would compute.
     """
     rows = attention_mask.shape[0]
-    prefix = attention_mask[:, :-1].bool().unsqueeze(1).expand(rows, copies, -1)  # (B, K, T - 1)
+    prefix_mask = attention_mask[:, :-1]
+    if cached is not None:
+        prefix_mask = prefix_mask[:, prefix_mask.shape[1] - cached :]
+    prefix = prefix_mask.bool().unsqueeze(1).expand(rows, copies, -1)  # (B, K, C)
     own = torch.eye(copies, dtype=torch.bool, device=attention_mask.device).expand(rows, copies, copies)
-    allowed = torch.cat([prefix, own], dim=-1).unsqueeze(1)  # (B, 1, K, T - 1 + K)
+    allowed = torch.cat([prefix, own], dim=-1).unsqueeze(1)  # (B, 1, K, C + K)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _cached_lengths(cache: Any) -> list[int]:
+    """Return the number of cached positions per cache layer (sliding-window layers keep fewer)."""
+    return [int(layer.keys.shape[-2]) for layer in cache.layers]
+
+
+def _layer_types(model: nn.Module) -> list[str] | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "layer_types", None)
+
+
+def _last_position_masks(
+    attention_mask: torch.Tensor, lengths: list[int], layer_types: list[str] | None, copies: int, dtype: torch.dtype
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Build the attention mask of the stacked last positions for every layer.
+
+    A sliding-window cache layer keeps only the last ``window - 1`` prefix positions, all of which
+    lie inside the window of the last position, so its mask covers just those. When layers keep
+    different numbers of positions (full and sliding layers mixed), the masks go to the model as a
+    dict keyed by the config's layer type. Models with ``layer_types`` in their config accept that
+    dict (checked for Qwen2, Qwen3, Gemma 2 and Gemma 3 in transformers 5.25).
+    """
+    if len(set(lengths)) == 1:
+        return _config_mask(attention_mask, copies, dtype, lengths[0])
+    by_type: dict[str, int] = {}
+    if layer_types is not None and len(layer_types) == len(lengths):
+        for kind, length in zip(layer_types, lengths):
+            if by_type.setdefault(kind, length) != length:
+                break
+        else:
+            return {kind: _config_mask(attention_mask, copies, dtype, length) for kind, length in by_type.items()}
+    raise ValueError(
+        f"the fast engine cannot build one attention mask per layer type for this model: its cache layers "
+        f"contain {lengths} prefix positions and its config has layer_types={layer_types}; use sweep.engine=naive"
+    )
 
 
 class FastEngine:
@@ -178,6 +226,8 @@ class FastEngine:
         self.keep, self.letter_positions = _kept_ids(letter_ids)
         self.configs_per_pass = max(1, configs_per_pass)
         self.dtype = next(model.parameters()).dtype
+        self.layer_types = _layer_types(model)
+        self.tuple_blocks = [False] * len(self.blocks)
         self.prepared: list[_Prepared] = []
         self._unsteered = torch.empty(self.n, len(self.keep))
         with torch.inference_mode():
@@ -201,9 +251,16 @@ class FastEngine:
 
             return hook
 
+        def make_type_hook(index: int):  # noqa: ANN202 - returns a forward hook
+            def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+                self.tuple_blocks[index] = isinstance(output, tuple)
+
+            return hook
+
         handles = [
             block.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, block in enumerate(self.blocks)
         ]
+        handles += [block.register_forward_hook(make_type_hook(i)) for i, block in enumerate(self.blocks)]
         try:
             with restricted_lm_head(self.model, self.keep):
                 logits = self._run_last(batch, _isolated_cache(prefix.cache), copies=1)
@@ -217,9 +274,10 @@ class FastEngine:
     def _run_last(self, batch: EncodedBatch, cache: Any, copies: int) -> torch.Tensor:
         """Run ``copies`` stacked copies of the last token against the prefix cache; return ``(B, K, V')``."""
         rows = batch.input_ids.shape[0]
+        masks = _last_position_masks(batch.attention_mask, _cached_lengths(cache), self.layer_types, copies, self.dtype)
         return self.model(
             input_ids=batch.input_ids[:, -1:].expand(rows, copies),
-            attention_mask=_config_mask(batch.attention_mask, copies, self.dtype),
+            attention_mask=masks,
             position_ids=batch.position_ids[:, -1:].expand(rows, copies),
             cache=cache,
             use_cache=True,
@@ -239,8 +297,8 @@ class FastEngine:
             return args, {**kwargs, "hidden_states": new}
 
         skipped = list(self.blocks[:layer])
-        for block in skipped:
-            block.forward = _passthrough  # type: ignore[method-assign]
+        for index, block in enumerate(skipped):
+            block.forward = _tuple_passthrough if self.tuple_blocks[index] else _passthrough  # type: ignore[method-assign]
         handle = self.blocks[layer].register_forward_pre_hook(replace_input, with_kwargs=True)
         try:
             yield
