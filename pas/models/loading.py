@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from pas.errors import UserError
+from pas.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,41 @@ def _file_digest(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _convert_gguf(folder: Path, gguf_file: str, target: Path, trust_remote_code: bool) -> None:
-    """Dequantize a GGUF checkpoint once and save it as safetensors in ``target``."""
-    log.info("Converting %s to safetensors (done once, cached in %s)", folder / gguf_file, target)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=gguf_file, dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+def _cached_digest(path: Path, records: Path) -> str:
+    """Return the SHA-256 of ``path``, reusing the value stored for the same size and mtime.
+
+    Hashing a multi-gigabyte GGUF file takes many seconds, so the digest is recomputed only when
+    the file's size or modification time changes.
+    """
+    stat = path.stat()
+    record_path = records / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
+    try:
+        record = json.loads(record_path.read_text())
+        if record["size"] == stat.st_size and record["mtime_ns"] == stat.st_mtime_ns:
+            return str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = _file_digest(path)
+    record = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    atomic_write_json(record_path, record)
+    return digest
+
+
+def _read_gguf(folder: Path, gguf_file: str, trust_remote_code: bool) -> tuple[Any, PreTrainedModel]:
+    """Dequantize a GGUF checkpoint; return its tokenizer and a plain float32 model that can be saved."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf_file, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except (ValueError, OSError, KeyError) as err:
+        raise ModelLoadError(
+            f"could not read the GGUF model {folder / gguf_file} ({err.__class__.__name__}: {err}). transformers "
+            "reads GGUF checkpoints of the architectures its GGUF support lists (in transformers 5.25: Llama, "
+            "Mistral, Qwen2, Qwen3, Gemma 2 and 3, Phi-3, GPT-2 and a few more); load other models from a "
+            "safetensors folder instead"
+        ) from err
+
     # A model loaded from GGUF refuses save_pretrained, so copy its weights into a plain model
     # built from the same config without the quantization settings.
     config = quantized.config
@@ -98,6 +127,14 @@ def _convert_gguf(folder: Path, gguf_file: str, target: Path, trust_remote_code:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
     plain.load_state_dict(quantized.state_dict())
+    return tokenizer, plain
+
+
+def _convert_gguf(folder: Path, gguf_file: str, target: Path, trust_remote_code: bool) -> None:
+    """Dequantize a GGUF checkpoint once and save it as safetensors in ``target``."""
+    log.info("Converting %s to safetensors (done once, cached in %s)", folder / gguf_file, target)
+    tokenizer, plain = _read_gguf(folder, gguf_file, trust_remote_code)
+
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
@@ -108,22 +145,38 @@ def _convert_gguf(folder: Path, gguf_file: str, target: Path, trust_remote_code:
         )
         # Rename is atomic, so an interrupted conversion never leaves a cache that looks complete.
         os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        # Another process converting the same file may have renamed its copy into place first.
+        if not (target / "config.json").is_file():
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
 def gguf_cache_folder(folder: Path, gguf_file: str, cache_dir: str | os.PathLike[str]) -> Path:
-    """Return the safetensors cache folder of a GGUF file, converting it on first use."""
-    path = folder / gguf_file
+    """Return the safetensors cache folder of a GGUF file, converting it on first use.
+
+    The cache folder is named after the file's content digest, so copies of one file in different
+    folders share a single conversion. ``gguf_file`` may also be an absolute path.
+    """
+    path = folder.expanduser() / gguf_file
+    folder, gguf_file = path.parent, path.name
     if not path.is_file():
         present = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []
         raise ModelLoadError(f"GGUF file not found: {path}; GGUF files in that folder: {present or 'none'}")
-    digest = _file_digest(path)[:16]
-    target = Path(cache_dir).expanduser() / "models" / f"{path.stem}-{digest}"
+    cache = Path(cache_dir).expanduser()
+    digest = _cached_digest(path, cache / "gguf-digests")[:16]
+    target = cache / "models" / f"{path.stem}-{digest}"
     if not (target / "config.json").is_file():
         _convert_gguf(folder, gguf_file, target, trust_remote_code=False)
     return target
+
+
+def default_cache_dir() -> str:
+    """Return the cache folder: ``$PAS_CACHE_DIR`` when set, else ``~/.cache/pas``."""
+    return os.environ.get("PAS_CACHE_DIR") or "~/.cache/pas"
 
 
 def load_model(
@@ -135,20 +188,28 @@ def load_model(
     dtype: DType = "float32",
     device: str = "auto",
     trust_remote_code: bool = False,
-    cache_dir: str = "~/.cache/pas",
+    cache_dir: str | None = None,
     display_name: str | None = None,
 ) -> LoadedModel:
     """Load a frozen causal LM and its tokenizer in eval mode with gradients off.
 
-    ``name_or_path`` is a Hub id or a local folder. With ``gguf_file`` the checkpoint is a GGUF
-    file in that folder (or in the installed package ``gguf_package``), dequantized once through
-    transformers' GGUF support and cached as safetensors under ``cache_dir``.
+    ``name_or_path`` is a Hub id, a local folder, or a path to a ``.gguf`` file. With ``gguf_file``
+    the checkpoint is a GGUF file in that folder (or in the installed package ``gguf_package``).
+    A GGUF checkpoint is dequantized once through transformers' GGUF support and cached as
+    safetensors under ``cache_dir`` (default ``$PAS_CACHE_DIR`` or ``~/.cache/pas``).
     """
     source: str | Path = name_or_path
+    cache_dir = cache_dir or default_cache_dir()
+    if gguf_file is None and name_or_path.endswith(".gguf") and Path(name_or_path).expanduser().is_file():
+        path = Path(name_or_path).expanduser()
+        name_or_path, gguf_file = str(path.parent), path.name
+        display_name = display_name or str(path)
     if gguf_file is not None:
         folder = find_package_folder(gguf_package) if gguf_package else Path(name_or_path).expanduser()
+        if not gguf_package:
+            display_name = display_name or str(folder / gguf_file)
         source = gguf_cache_folder(folder, gguf_file, cache_dir)
-        revision = revision or f"gguf:{gguf_file}"
+        revision = revision or f"gguf:{Path(gguf_file).name}"
     elif Path(name_or_path).expanduser().exists():
         source = Path(name_or_path).expanduser()
     elif name_or_path.startswith(("/", ".", "~")):
