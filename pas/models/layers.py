@@ -35,6 +35,16 @@ class LayerLookupError(UserError, ValueError):
     """A layer index, site or layer path does not exist in the model."""
 
 
+def as_module(model: object) -> nn.Module:
+    """Return ``model`` if it is an ``nn.Module``, else the module in its ``model`` field (a LoadedModel)."""
+    if isinstance(model, nn.Module):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module):
+        return inner
+    raise TypeError(f"expected a torch model or a LoadedModel, got {type(model).__name__}")
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """Return the transformers model under a peft wrapper, or ``model`` itself."""
     get_base_model = getattr(model, "get_base_model", None)
@@ -64,12 +74,13 @@ def _num_layers(model: nn.Module) -> int | None:
 
 def model_hidden_size(model: nn.Module) -> int | None:
     """Return the text config's hidden size, or None for a model without a config."""
-    size = getattr(_text_config(model), "hidden_size", None)
+    size = getattr(_text_config(as_module(model)), "hidden_size", None)
     return int(size) if size is not None else None
 
 
 def family_name(model: nn.Module) -> str:
     """Return the model family for messages: the text config's ``model_type``, else the class name."""
+    model = as_module(model)
     model_type = getattr(_text_config(model), "model_type", None)
     return str(model_type) if model_type else type(_unwrap(model)).__name__
 
@@ -105,6 +116,7 @@ def find_decoder_layers(model: nn.Module, layers_path: str | None = None) -> nn.
     ``gpt_neox.layers`` and ``model.language_model.layers`` (text layers of multimodal Gemma 3,
     whose vision tower's layers sit deeper), also under a peft wrapper.
     """
+    model = as_module(model)
     if layers_path:
         return _layers_by_path(model, layers_path)
     expected = _num_layers(model)

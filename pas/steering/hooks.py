@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pas.errors import UserError
-from pas.models.layers import Site, family_name, find_site_module, model_hidden_size
+from pas.models.layers import Site, as_module, family_name, find_site_module, model_hidden_size
 
 
 class SteeringShapeError(UserError, ValueError):
@@ -46,8 +46,10 @@ def add_at_site(
     ``delta`` has shape ``(H,)`` or ``(positions, H)``. The output of the hooked module becomes
     ``h[:, -positions:] + delta``; every earlier position and every other module is unchanged.
     The hook is removed on exit, also on error. Blocks and modules that return a tuple get the
-    vector added to the tuple's first element, the hidden states.
+    vector added to the tuple's first element, the hidden states. ``model`` may also be a
+    ``LoadedModel``.
     """
+    model = as_module(model)
     module = find_site_module(model, layer, site, layers_path)
     hidden_size = model_hidden_size(model)
     if delta.ndim not in (1, 2) or (hidden_size is not None and delta.shape[-1] != hidden_size):

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import gguf
 import numpy as np
@@ -41,6 +41,9 @@ from torch import nn
 from pas.models.layers import SITES, Site
 from pas.steering.hooks import add_at_site
 from pas.steering.vector import SteeringVector, VectorFileError
+
+if TYPE_CHECKING:
+    from pas.models.loading import LoadedModel
 
 CONTROL_VECTOR_ARCH = "controlvector"
 _MODEL_HINT_KEY = f"{CONTROL_VECTOR_ARCH}.model_hint"
@@ -143,7 +146,9 @@ class ControlVector:
         )
 
     @contextmanager
-    def apply(self, model: nn.Module, strength: float = 1.0, layers_path: str | None = None) -> Iterator[None]:
+    def apply(
+        self, model: nn.Module | LoadedModel, strength: float = 1.0, layers_path: str | None = None
+    ) -> Iterator[None]:
         """Add ``strength * directions[L]`` at ``site`` of every block ``L`` while the context is open.
 
         Like every PAS hook, each vector goes to the last position only (and to each new position

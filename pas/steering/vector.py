@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +20,9 @@ from pas.errors import UserError
 from pas.io import atomic_write_bytes, atomic_write_json
 from pas.models.layers import SITES, Site
 from pas.steering.hooks import add_at_site
+
+if TYPE_CHECKING:
+    from pas.models.loading import LoadedModel
 
 FORMAT_NAME = "pas-steering-vector"
 FORMAT_VERSION = 1
@@ -59,8 +62,13 @@ class SteeringVector:
         return int(self.vector.shape[0])
 
     @contextmanager
-    def apply(self, model: nn.Module, strength: float | None = None, layers_path: str | None = None) -> Iterator[None]:
-        """Add ``strength * v`` at the last position while the context is open; the hook is always removed."""
+    def apply(
+        self, model: nn.Module | LoadedModel, strength: float | None = None, layers_path: str | None = None
+    ) -> Iterator[None]:
+        """Add ``strength * v`` at the last position while the context is open; the hook is always removed.
+
+        ``model`` is a torch model or the ``LoadedModel`` that ``pas.load_model`` returns.
+        """
         scale = self.strength if strength is None else strength
         if not math.isfinite(scale):
             raise VectorFileError(f"steering strength must be finite, got {scale!r}")
