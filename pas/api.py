@@ -107,8 +107,9 @@ def _quiet_lightning() -> Iterator[None]:
         logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            # Expected for this module: it has no optimizer and reads plain lists in the main process.
+            # Expected here: the module has no optimizer or weights and reads plain lists in the main process.
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
             warnings.filterwarnings("ignore", message=".*configure_optimizers.* returned `None`.*")
             warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
             yield

@@ -231,3 +231,30 @@ def test_unknown_architecture_names_layers_path() -> None:
 
     with pytest.raises(LayerLookupError, match=r"Set model\.layers_path .*ModuleLists in this model.*stack \(2\)"):
         find_decoder_layers(Odd())
+
+
+class _Config:
+    num_hidden_layers = 2
+
+
+def test_lookup_falls_back_to_list_length() -> None:
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = _Config()
+            self.blocks = nn.ModuleList(nn.Linear(2, 2) for _ in range(2))
+            self.heads = nn.ModuleList(nn.Linear(2, 2) for _ in range(3))
+
+    model = Plain()
+    assert find_decoder_layers(model) is model.blocks
+
+
+def test_lookup_rejects_ambiguous_lists() -> None:
+    class Twin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.left = nn.ModuleList(_TupleBlock() for _ in range(2))
+            self.right = nn.ModuleList(_TupleBlock() for _ in range(2))
+
+    with pytest.raises(LayerLookupError, match=r"equally likely: \['left', 'right'\]"):
+        find_decoder_layers(Twin())

@@ -111,10 +111,11 @@ def find_decoder_layers(model: nn.Module, layers_path: str | None = None) -> nn.
     """Return the list of decoder blocks, by ``layers_path`` or by structure.
 
     Without a path, the candidates are the ``nn.ModuleList``s whose blocks contain an attention
-    module and whose length equals the text config's number of hidden layers. Of those, the one
-    with the shortest dotted path is taken. This finds ``model.layers``, ``transformer.h``,
-    ``gpt_neox.layers`` and ``model.language_model.layers`` (text layers of multimodal Gemma 3,
-    whose vision tower's layers sit deeper), also under a peft wrapper.
+    module and whose length equals the text config's number of hidden layers (or, when no list has
+    such blocks, every list of that length). Of those, the one with the shortest dotted path is
+    taken. This finds ``model.layers``, ``transformer.h``, ``gpt_neox.layers`` and
+    ``model.language_model.layers`` (text layers of multimodal Gemma 3, whose vision tower's layers
+    sit deeper), also under a peft wrapper.
     """
     model = as_module(model)
     if layers_path:
@@ -126,12 +127,16 @@ def find_decoder_layers(model: nn.Module, layers_path: str | None = None) -> nn.
         for name, module in lists
         if _is_block_list(module) and (expected is None or len(module) == expected)
     ]
+    if not candidates and expected is not None:
+        # Blocks whose attention module has another name still match by length alone.
+        candidates = [(name, module) for name, module in lists if len(module) == expected]
     candidates.sort(key=lambda pair: pair[0].count("."))
     if candidates and (len(candidates) == 1 or candidates[0][0].count(".") < candidates[1][0].count(".")):
         return candidates[0][1]
     found = [f"{name} ({len(module)})" for name, module in lists if len(module) > 0]
     if candidates:
-        reason = f"several lists of {expected} blocks are equally likely: {[name for name, _ in candidates]}"
+        size = f"{expected} " if expected is not None else ""
+        reason = f"several lists of {size}blocks are equally likely: {[name for name, _ in candidates]}"
     else:
         reason = f"no ModuleList of {expected if expected is not None else 'attention'} blocks was found"
     raise LayerLookupError(
