@@ -106,6 +106,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(out_dir / "results.json", results)
     table = summary_table(base.records)
     report = f"{table}\n"
+    flagged = [
+        f"- {name}: {m['letter_bias']['reason']}" for name, m in base.records.items() if m["letter_bias"]["flagged"]
+    ]
+    if flagged:
+        report += "\nLetter bias (the gain may be a letter preference, not the behavior):\n" + "\n".join(flagged) + "\n"
     if len(outcome["comparison"]) > len(base.records) + 1:
         report += "\nSide by side on the test split:\n\n" + comparison_table(outcome["comparison"]) + "\n"
     atomic_write_text(out_dir / "summary.md", report)

@@ -18,6 +18,7 @@ from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder
 from pas.data.schema import MCItem
 from pas.data.splits import Splits
+from pas.evaluation.letter_bias import check_letter_bias, letter_counts
 from pas.evaluation.metrics import count_flips
 from pas.evaluation.scoring import LetterPredictions
 from pas.models.loading import LoadedModel
@@ -149,6 +150,8 @@ def _record(
         "unsteered_test_acc": unsteered_test,
         "effect": test_acc - unsteered_test,
         "flips": {"r2w": flips.r2w, "w2r": flips.w2r},
+        "predicted_letters": {"unsteered": letter_counts(base_test.pred), "steered": letter_counts(steered.pred)},
+        "letter_bias": check_letter_bias(base_test.pred, steered.pred, targets).to_dict(),
         "train_counts": counts,
         "grid": {
             "layers": sweep.layers,
@@ -230,6 +233,8 @@ def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str 
             },
         )
         record["vector_file"] = str(vector.save(ctx.out_dir / "vectors" / name).relative_to(ctx.out_dir))
+        if record["letter_bias"]["flagged"]:
+            log.warning("Letter bias in %s: %s", name, record["letter_bias"]["reason"])
         records[variant] = record
     ctx.timer.phase(f"{tag}_test", t)
     return PASStage(tag, vectors, sweeps, base_val, base_test, steered_test, records, module.train_records)

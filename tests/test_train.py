@@ -89,6 +89,10 @@ def test_run_writes_consistent_artifacts(tiny_model_dir: Path, task_file: Path, 
         assert method["effect"] == pytest.approx(steered_acc - unsteered_acc)
         assert method["flips"]["r2w"] == sum(r["flip"] == "R2W" for r in rows)
         assert method["flips"]["w2r"] == sum(r["flip"] == "W2R" for r in rows)
+        steered_letters = {letter: sum(r["steered_pred"] == letter for r in rows) for letter in "ABC"}
+        assert method["predicted_letters"]["steered"] == {k: v for k, v in steered_letters.items() if v}
+        assert sum(method["predicted_letters"]["unsteered"].values()) == 8
+        assert method["letter_bias"]["net_gain"] == method["flips"]["w2r"] - method["flips"]["r2w"]
         grid = torch.tensor(method["grid"]["val_acc"])
         assert grid.shape == (4, 3)
         assert method["val_acc"] == pytest.approx(float(grid.max()), abs=1e-6)
