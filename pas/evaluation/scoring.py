@@ -97,6 +97,17 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def last_position_logits(model: nn.Module, batch: EncodedBatch) -> torch.Tensor:
+    """Run one full forward pass over a left-padded batch and return the last position's logits ``(B, V)``."""
+    return model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        logits_to_keep=1,
+    ).logits[:, -1, :]
+
+
 def scores_from_logits(
     logits: torch.Tensor, letter_ids: list[list[int]], n_choices: Sequence[int]
 ) -> list[torch.Tensor]:
@@ -151,13 +162,7 @@ def last_logits_full(
     out: list[torch.Tensor | None] = [None] * len(token_lists)
     for batch in iter_batches(token_lists, batch_size, device):
         with context() if context else nullcontext():
-            logits = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            logits = last_position_logits(model, batch)
         for row, i in enumerate(batch.index):
             out[i] = logits[row].float()
     return torch.stack(out)  # type: ignore[arg-type]
@@ -182,11 +187,5 @@ def forward_letter_scores(
 ) -> torch.Tensor:
     """Run one left-padded batch (with gradients, if enabled) and return its letter scores ``(B, max_n)``."""
     batch = left_pad(token_lists, list(range(len(token_lists))), model_device(model))
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-        logits_to_keep=1,
-    ).logits[:, -1, :]
+    logits = last_position_logits(model, batch)
     return letter_score_matrix(logits.float(), letter_ids, n_choices)

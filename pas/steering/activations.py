@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pas.evaluation.scoring import iter_batches, model_device
+from pas.evaluation.scoring import iter_batches, last_position_logits, model_device
 from pas.models.layers import Site
 from pas.steering.hooks import capture_at_site
 
@@ -34,17 +34,7 @@ def forward_and_capture(
     for batch in iter_batches(token_lists, batch_size, device):
         store: dict[int, list[torch.Tensor]] = {}
         with capture_at_site(model, layers, site, store, layers_path):
-            logits = (
-                model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids,
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1, :]
-                .float()
-            )
+            logits = last_position_logits(model, batch).float()
         acts = torch.stack([store[layer][0] for layer in layers], dim=1)  # (B, L, H)
         if acts_out is None:
             acts_out = torch.empty(n, len(layers), acts.shape[-1], device=acts.device)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pas.evaluation.scoring import EncodedBatch, iter_batches, model_device
+from pas.evaluation.scoring import EncodedBatch, iter_batches, last_position_logits, model_device
 from pas.models.layers import Site, find_decoder_layers
 from pas.steering.hooks import add_at_site
 
@@ -91,13 +91,7 @@ class NaiveEngine:
         device = model_device(self.model)
         out = torch.empty(len(self.token_lists), len(self.keep))
         for batch in iter_batches(self.token_lists, self.batch_size, device):
-            logits = self.model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+            logits = last_position_logits(self.model, batch)
             out[batch.index] = logits[:, self.keep].float().cpu()
         return out
 
