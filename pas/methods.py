@@ -71,6 +71,19 @@ def base_rows(stage: PASStage, ctx: RunContext) -> list[dict[str, Any]]:
     return [first, *pas_rows(stage, ctx, stage.base_test)]
 
 
+def base_and_combined_rows(base: PASStage, combined: PASStage, ctx: RunContext, baseline: str) -> list[dict[str, Any]]:
+    """Return the rows of unsteered and PAS, then the baseline alone, then PAS on top of the baseline.
+
+    The baseline row is the combined stage's unsteered result; the combined rows compare against
+    both the unsteered base model and that baseline.
+    """
+    rows = base_rows(base, ctx)
+    baseline_val = combined.base_val.accuracy(targets_of(ctx.splits.val))
+    rows.append(comparison_row(baseline, combined.base_test, ctx, base.base_test, val_acc=baseline_val))
+    rows += pas_rows(combined, ctx, base.base_test, combined.base_test)
+    return rows
+
+
 def run_pas_only(ctx: RunContext) -> dict[str, Any]:
     """PAS on the base model with plain prompts."""
     stage = run_pas(ctx, ctx.loaded.model, ctx.prompts, "pas")
@@ -136,17 +149,7 @@ def run_sft_pas(
 
     combined = run_pas(ctx, module.model, ctx.prompts, "sft+pas")
 
-    rows = base_rows(base, ctx)
-    rows.append(
-        comparison_row(
-            "sft",
-            combined.base_test,
-            ctx,
-            base.base_test,
-            val_acc=combined.base_val.accuracy(targets_of(ctx.splits.val)),
-        )
-    )
-    rows += pas_rows(combined, ctx, base.base_test, combined.base_test)
+    rows = base_and_combined_rows(base, combined, ctx, "sft")
     return {"base": base, "stages": {"sft+pas": combined}, "comparison": rows}
 
 
@@ -160,17 +163,7 @@ def run_icl_pas(ctx: RunContext, k: int, max_tokens: int | None = None) -> dict[
     prompts = ICLPromptBuilder(ctx.prompts.fmt, ctx.prompts.tokenizer, exemplars, budget)
     log.info("ICL with %d exemplars (%s), budget %d tokens", len(exemplars), [e.id for e in exemplars], budget)
     combined = run_pas(ctx, ctx.loaded.model, prompts, "icl+pas")
-    rows = base_rows(base, ctx)
-    rows.append(
-        comparison_row(
-            "icl",
-            combined.base_test,
-            ctx,
-            base.base_test,
-            val_acc=combined.base_val.accuracy(targets_of(ctx.splits.val)),
-        )
-    )
-    rows += pas_rows(combined, ctx, base.base_test, combined.base_test)
+    rows = base_and_combined_rows(base, combined, ctx, "icl")
     extra = {"exemplars": [e.id for e in exemplars], "mean_exemplars_per_prompt": prompts.mean_exemplars()}
     return {"base": base, "stages": {"icl+pas": combined}, "comparison": rows, "icl": extra}
 
