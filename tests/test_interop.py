@@ -244,7 +244,7 @@ def test_torch_pickled_object_is_rejected_unrun(tmp_path: Path) -> None:
         ({"layer_one": torch.randn(H)}, {}, "expected 0-based layer numbers as dict keys"),
         ({2: torch.randn(H)}, {"layer": 4}, r"has no vector for layer 4; it has layers \[2\]"),
         ({"layer_activations": {1: torch.randn(H)}, "layer_type": "input_layernorm"}, {}, "has no PAS site"),
-        ([torch.randn(H)], {"layer": 1}, "holds a list; expected a tensor or a dict"),
+        ([torch.randn(H)], {"layer": 1}, "contains a list; expected a tensor or a dict"),
         (torch.randn(H), {"layer": 1, "expected_hidden_size": 64}, "vectors of length 32"),
     ],
 )

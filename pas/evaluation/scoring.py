@@ -171,7 +171,7 @@ def last_logits_full(
 def letter_score_matrix(logits: torch.Tensor, letter_ids: list[list[int]], n_choices: Sequence[int]) -> torch.Tensor:
     """Return differentiable letter scores ``(B, max(n_choices))`` from last-position logits ``(B, V)``.
 
-    Entry ``[b, k]`` is the log-sum-exp of letter ``k``'s token-variant logits; letters beyond a
+    Entry ``[b, k]`` is the log-sum-exp of letter ``k``'s token-variant logits. Letters beyond a
     row's own choices get ``-inf``, so a cross-entropy over the row only counts its choices.
     """
     width = max(n_choices)

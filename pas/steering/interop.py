@@ -378,7 +378,7 @@ def load_torch_vectors(
         loaded = loaded["layer_activations"]
     if isinstance(loaded, torch.Tensor):
         if layer is None:
-            raise VectorFileError(f"{source} holds one tensor and no layer number; pass layer=<0-based block>")
+            raise VectorFileError(f"{source} contains one tensor and no layer number; pass layer=<0-based block>")
         directions = {layer: _as_direction(loaded, source, "the tensor")}
     elif isinstance(loaded, Mapping):
         directions = {
@@ -390,7 +390,7 @@ def load_torch_vectors(
             directions = {layer: directions[layer]}
     else:
         raise VectorFileError(
-            f"{source} holds a {type(loaded).__name__}; expected a tensor or a dict of layer -> tensor"
+            f"{source} contains a {type(loaded).__name__}; expected a tensor or a dict of layer -> tensor"
         )
     control = ControlVector(
         directions, site=site or named_site or "residual", metadata={"source_file": source.name, "source": "torch"}
@@ -408,7 +408,7 @@ def load_official_pas_vector(
 ) -> SteeringVector:
     """Read a vector file of the official PAS research code, ``<method>_layer<L>_strength<S>.pt``.
 
-    Each file holds the raw ``(H,)`` vector; the strength in the name is the grid strength it was
+    Each file contains the raw ``(H,)`` vector; the strength in the name is the grid strength it was
     evaluated with. That code read residual activations from ``hidden_states[L]``, the output of
     block ``L - 1``, but added the vector to the output of block ``L``. ``placement="measured"``
     (default) puts a residual vector at block ``L - 1``, where it was measured, so reading and
