@@ -54,17 +54,18 @@ def _by_seed(sweep: Path) -> dict[int, dict]:
     return runs
 
 
-def test_multirun_writes_one_folder_per_seed(sweep_dir: Path) -> None:
+def test_multirun_one_folder_per_seed(sweep_dir: Path) -> None:
     runs = _by_seed(sweep_dir)
     assert sorted(runs) == [1, 2]
     assert {r["status"] for r in runs.values()} == {"ok"}
-    # Different seeds split the items differently.
     assert runs[1]["splits"] == runs[2]["splits"]
     found = collect(sweep_dir)
-    assert len(found.runs) == 2 and found.problems == [] and found.expected == 2
+    assert len(found.runs) == 2
+    assert found.problems == []
+    assert found.expected == 2
 
 
-def test_report_matches_hand_computation(sweep_dir: Path, tmp_path: Path) -> None:
+def test_report_equals_hand_computation(sweep_dir: Path, tmp_path: Path) -> None:
     report = write_report(sweep_dir, tmp_path / "out")
     runs = _by_seed(sweep_dir)
     names = [row["name"] for row in runs[1]["comparison"] if row["name"] != "unsteered"]
@@ -103,7 +104,7 @@ def test_report_matches_hand_computation(sweep_dir: Path, tmp_path: Path) -> Non
     assert len(heatmaps) == 3
 
 
-def test_mean_heatmap_is_the_seed_average(sweep_dir: Path) -> None:
+def test_mean_heatmap_averages_seeds(sweep_dir: Path) -> None:
     from pas.report.sweep import mean_grids
 
     runs = collect(sweep_dir).runs
@@ -122,7 +123,7 @@ def _copy(sweep: Path, tmp_path: Path) -> Path:
     return target
 
 
-def test_failed_unfinished_and_missing_runs_are_named(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+def test_report_names_failed_runs(sweep_dir: Path, tmp_path: Path, capsys) -> None:
     sweep = _copy(sweep_dir, tmp_path)
     jobs = sorted(p.parent for p in sweep.glob("*/results.json"))
     failed = {"status": "failed", "task": "generic", "method": "pas", "seed": 2, "error": "boom", "error_type": "X"}
@@ -137,13 +138,15 @@ def test_failed_unfinished_and_missing_runs_are_named(sweep_dir: Path, tmp_path:
     shutil.rmtree(jobs[0])
     found = collect(sweep)
     kinds = sorted((p.kind, p.detail) for p in found.problems)
-    assert kinds[0][0] == "missing" and "seed=1" in kinds[0][1]
-    assert kinds[1][0] == "unfinished" and "seed=2" in kinds[1][1]
+    assert kinds[0][0] == "missing"
+    assert "seed=1" in kinds[0][1]
+    assert kinds[1][0] == "unfinished"
+    assert "seed=2" in kinds[1][1]
     with pytest.raises(ReportError, match="no finished runs"):
         write_report(sweep, tmp_path / "b")
 
 
-def test_conflicting_duplicate_runs_are_refused(sweep_dir: Path, tmp_path: Path) -> None:
+def test_conflicting_duplicates_raise(sweep_dir: Path, tmp_path: Path) -> None:
     sweep = _copy(sweep_dir, tmp_path)
     job = sorted(p.parent for p in sweep.glob("*/results.json"))[0]
     twin = sweep / "twin"
@@ -155,6 +158,6 @@ def test_conflicting_duplicate_runs_are_refused(sweep_dir: Path, tmp_path: Path)
         write_report(sweep, tmp_path / "out")
 
 
-def test_missing_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
+def test_missing_folder_error(tmp_path: Path, capsys) -> None:
     assert report_main([str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err

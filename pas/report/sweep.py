@@ -3,9 +3,9 @@
 A sweep folder is what ``python train.py -m ...`` writes: one job folder per combination, each
 with ``.hydra/overrides.yaml`` and, once the job has finished, ``results.json``. Every finished
 job contributes one row per result name of its ``comparison`` list (``pas/pasf``, ``sft``, ...),
-paired with the unsteered test accuracy of the same job. Jobs that failed, jobs that have not
-written ``results.json`` and combinations the sweep asked for but never started are listed by
-name in the report; they are never averaged over silently.
+paired with the unsteered test accuracy of the same job. The report lists by name the jobs that
+failed, the jobs without ``results.json`` and the combinations that never started. It leaves
+them out of every mean and says so.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from pas.errors import UserError  # noqa: E402
 from pas.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from pas.report.artifacts import format_table  # noqa: E402
 
-# Task groups in the order of the paper's tables; any other group name is listed after them.
+# Task groups in the order the tables list them. Any other group name comes after them.
 GROUP_ORDER = ("bias", "morality", "alignment", "intelligence")
 
 
 class ReportError(UserError):
-    """The folder holds no runs, or runs that contradict each other."""
+    """The folder contains no finished runs, or runs that contradict each other."""
 
 
 @dataclass
 class Run:
-    """One finished job: where it lives and what its ``results.json`` says."""
+    """One finished job: its folder and the contents of its ``results.json``."""
 
     folder: Path
     results: dict[str, Any]
@@ -79,7 +79,7 @@ def _overrides(job: Path) -> list[str]:
 
 
 def _expected_overrides(folder: Path) -> list[frozenset[str]] | None:
-    """The combinations a basic-sweeper multirun asked for, from its ``multirun.yaml``."""
+    """Return the combinations that a basic-sweeper multirun requested, read from its ``multirun.yaml``."""
     path = folder / "multirun.yaml"
     if not path.is_file():
         return None
@@ -92,7 +92,7 @@ def _expected_overrides(folder: Path) -> list[frozenset[str]] | None:
     except (KeyError, TypeError, AttributeError):
         return None
     if not sweeper.endswith("BasicSweeper"):
-        return None  # optuna and other sweepers choose their own trials
+        return None  # Optuna and other sweepers choose their own trials, so there is no fixed list to compare with.
     parsed = OverridesParser.create().parse_overrides([str(o) for o in task_overrides])
     axes = []
     for override in parsed:
@@ -132,7 +132,8 @@ def collect(folder: Path) -> SweepRuns:
             out.problems.append(Problem("failed", name, detail))
             continue
         if "comparison" not in results:
-            out.problems.append(Problem("unreadable", name, f"{path} has no 'comparison' list (written by an old version)"))
+            detail = f"{path} has no 'comparison' list (written by an old version)"
+            out.problems.append(Problem("unreadable", name, detail))
             continue
         out.runs.append(Run(job, results))
     expected = _expected_overrides(folder)
@@ -317,7 +318,7 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def effect_figure(task_rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Bar chart of the mean test effect per task, one bar per result, with standard-error bars."""
+    """Draw the mean test effect per task, one bar per result, with standard-error bars."""
     tasks = list(dict.fromkeys((r["model"], r["task"]) for r in task_rows))
     names = list(dict.fromkeys(r["result"] for r in task_rows))
     index = {(r["model"], r["task"], r["result"]): r for r in task_rows}
