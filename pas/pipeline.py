@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pas
 from pas.config import auto_layers, call_target, validate_run_config
 from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder, PromptFormat
+from pas.distributed import is_global_zero
 from pas.evaluation.scoring import letter_token_ids
 from pas.io import atomic_write_json, atomic_write_text
 from pas.models.loading import LoadedModel
@@ -30,9 +33,9 @@ def make_logger(cfg: DictConfig) -> Any:
     return call_target(cfg.logger)
 
 
-def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
+def build_context(cfg: DictConfig, timer: Timer, out_dir: Path | None = None) -> RunContext:
     """Load the task and the model, and check the grid against the model's depth."""
-    out_dir = Path(cfg.output_dir)
+    out_dir = Path(cfg.output_dir) if out_dir is None else out_dir
     t = time.perf_counter()
     dm = PASDataModule(
         lambda: call_target(cfg.task.loader),
@@ -64,11 +67,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     timer = Timer()
     validate_run_config(cfg)
-    out_dir = Path(cfg.output_dir)
+    with contextlib.ExitStack() as stack:
+        out_dir = Path(cfg.output_dir)
+        if not is_global_zero():
+            # Every DDP process runs the pipeline; only global rank 0 writes into the run folder.
+            out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pas-rank-")))
+        return _run(cfg, timer, start, out_dir)
+
+
+def _run(cfg: DictConfig, timer: Timer, start: float, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ctx = build_context(cfg, timer)
+    ctx = build_context(cfg, timer, out_dir)
 
     outcome = call_target(cfg.method.run)(ctx)
     base: PASStage = outcome["base"]
@@ -114,13 +125,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(outcome["comparison"]) > len(base.records) + 1:
         report += "\nSide by side on the test split:\n\n" + comparison_table(outcome["comparison"]) + "\n"
     atomic_write_text(out_dir / "summary.md", report)
-    log.info(
-        "Results for task %s on %s (seed %d), method %s:\n%s",
-        cfg.task.name,
-        ctx.loaded.name,
-        cfg.seed,
-        cfg.method.name,
-        report,
-    )
-    log.info("Artifacts written to %s", out_dir)
+    if out_dir == Path(cfg.output_dir):
+        log.info(
+            "Results for task %s on %s (seed %d), method %s:\n%s",
+            cfg.task.name,
+            ctx.loaded.name,
+            cfg.seed,
+            cfg.method.name,
+            report,
+        )
+        log.info("Artifacts written to %s", out_dir)
     return results

@@ -18,6 +18,7 @@ from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder
 from pas.data.schema import MCItem
 from pas.data.splits import Splits
+from pas.distributed import GatheredEngine, rank_and_world
 from pas.evaluation.letter_bias import check_letter_bias, letter_counts
 from pas.evaluation.metrics import count_flips
 from pas.evaluation.scoring import LetterPredictions
@@ -71,15 +72,21 @@ class RunContext:
 
     def engine(self, model: nn.Module, prompts: PromptBuilder, items: list[MCItem]) -> Engine:
         sweep = self.cfg.sweep
-        return make_engine(
-            sweep.engine,
-            model,
-            prompts.encode_prompts(items),
-            sweep.batch_size,
-            self.letter_ids,
-            self.layers_path,
-            sweep.configs_per_pass,
-        )
+
+        def make(indices: list[int]) -> Engine:
+            return make_engine(
+                sweep.engine,
+                model,
+                prompts.encode_prompts([items[i] for i in indices]),
+                sweep.batch_size,
+                self.letter_ids,
+                self.layers_path,
+                sweep.configs_per_pass,
+            )
+
+        if rank_and_world()[1] > 1:
+            return GatheredEngine(make, len(items))  # type: ignore[return-value]
+        return make(list(range(len(items))))
 
     def trainer(self, **overrides: Any) -> Any:
         """Instantiate the configured Lightning Trainer with per-stage overrides."""
@@ -124,8 +131,9 @@ def fit_vectors(ctx: RunContext, model: nn.Module, prompts: PromptBuilder) -> PA
         cfg.data.batch_size,
         ctx.layers_path,
     )
-    trainer = ctx.trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False)
-    trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader())
+    # Lightning's distributed sampler pads shards with repeated items, which the sums would count twice.
+    trainer = ctx.trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False, use_distributed_sampler=False)
+    trainer.fit(module, train_dataloaders=ctx.dm.fit_dataloader())
     return module
 
 

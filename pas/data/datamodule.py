@@ -83,5 +83,16 @@ class PASDataModule(L.LightningDataModule):
             collate_fn=_as_list,
         )
 
+    def fit_dataloader(self) -> DataLoader[Any]:
+        """Read the train split in order; under DDP each process reads every world-size-th item, unpadded."""
+        from pas.distributed import ShardSampler
+
+        return DataLoader(
+            self.splits.train,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.splits.train)),
+            collate_fn=_as_list,
+        )
+
     def val_dataloader(self) -> DataLoader[Any]:
         return DataLoader(self.splits.val, batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)  # type: ignore[arg-type]

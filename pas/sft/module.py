@@ -83,8 +83,9 @@ class LoRAFineTuneModule(L.LightningModule):
 
     def validation_step(self, batch: list[MCItem], batch_idx: int) -> None:
         loss, hits = letter_loss_and_hits(self.model, self.prompts, batch, self.letter_ids)
-        self.log("sft/val_loss", loss, batch_size=len(batch), on_epoch=True)
-        self.log("sft/val_acc", hits / len(batch), batch_size=len(batch), on_epoch=True, prog_bar=True)
+        # Synchronized so that every DDP process keeps the same best epoch.
+        self.log("sft/val_loss", loss, batch_size=len(batch), on_epoch=True, sync_dist=True)
+        self.log("sft/val_acc", hits / len(batch), batch_size=len(batch), on_epoch=True, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]

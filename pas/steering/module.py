@@ -11,6 +11,7 @@ from torch import nn
 
 from pas.data.prompts import PromptBuilder
 from pas.data.schema import MCItem
+from pas.distributed import gather_objects, interleave
 from pas.evaluation.scoring import scores_from_logits
 from pas.models.layers import Site
 from pas.steering.activations import forward_and_capture
@@ -112,7 +113,14 @@ class PASFitModule(L.LightningModule):
         for item, pred, score in zip(batch, preds, scores):
             self.train_records.append({"id": item.id, "target": item.target, "pred": pred, "scores": score.tolist()})
         n_right = sum(p == item.target for p, item in zip(preds, batch))
-        self.log("train/unsteered_acc", n_right / len(batch), batch_size=len(batch), on_epoch=True, on_step=False)
+        self.log(
+            "train/unsteered_acc",
+            n_right / len(batch),
+            batch_size=len(batch),
+            on_epoch=True,
+            on_step=False,
+            sync_dist=True,
+        )
 
     def on_train_epoch_end(self) -> None:
         strategy = self.trainer.strategy
@@ -120,6 +128,8 @@ class PASFitModule(L.LightningModule):
             for name in ("pos_sum", "neg_sum", "pos_count", "neg_count"):
                 reduced = strategy.reduce(getattr(self, name).to(self.device), reduce_op="sum")
                 setattr(self, name, reduced.cpu())
+            # Each process predicted its own shard of the train split; put the records back in split order.
+            self.train_records = interleave(gather_objects(self.train_records))
         problems = []
         for v, variant in enumerate(self.variants):
             n_pos, n_neg = int(self.pos_count[v]), int(self.neg_count[v])
