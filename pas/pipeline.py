@@ -20,6 +20,7 @@ from pas.models.loading import LoadedModel
 from pas.report.artifacts import comparison_table, summary_table
 from pas.stages import PASStage, RunContext, Timer
 from pas.steering.sweep import check_grid
+from pas.tracking import track_run, upload_run
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def make_logger(cfg: DictConfig) -> Any:
     return call_target(cfg.logger)
 
 
-def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
+def build_context(cfg: DictConfig, timer: Timer, logger: Any) -> RunContext:
     """Load the task and the model, and check the grid against the model's depth."""
     out_dir = Path(cfg.output_dir)
     t = time.perf_counter()
@@ -42,6 +43,7 @@ def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
         fractions=tuple(cfg.data.split),
         batch_size=cfg.data.batch_size,
         shuffle_choices=cfg.data.shuffle_choices,
+        train_size=cfg.data.get("train_size"),
     )
     dm.setup()
     timer.phase("load_data", t)
@@ -56,19 +58,30 @@ def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
     max_choices = max(item.n_choices for name in ("train", "val", "test") for item in splits[name])
     prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer)
     letter_ids = letter_token_ids(loaded.tokenizer, max_choices)
-    return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, make_logger(cfg), out_dir, timer)
+    return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, logger, out_dir, timer)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one task with the configured method and return the contents of ``results.json``."""
+    """Run one task with the configured method and return the contents of ``results.json``.
+
+    With ``logger=wandb`` the W&B run is finished when this returns or raises (see pas.tracking).
+    """
+    validate_run_config(cfg)
+    logger = make_logger(cfg)
+    with track_run(logger, cfg):
+        results = _run(cfg, logger)
+        upload_run(logger, Path(cfg.output_dir), results)
+    return results
+
+
+def _run(cfg: DictConfig, logger: Any) -> dict[str, Any]:
     start = time.perf_counter()
     timer = Timer()
-    validate_run_config(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ctx = build_context(cfg, timer)
+    ctx = build_context(cfg, timer, logger)
 
     outcome = call_target(cfg.method.run)(ctx)
     base: PASStage = outcome["base"]
