@@ -178,3 +178,30 @@ def test_failed_run_finishes_wandb_run(setup: tuple[Path, Path], tmp_path: Path)
 def test_artifact_name_allowed_characters() -> None:
     name = artifact_name({"task": "bbq_age", "method": "sft_pas", "model": "HuggingFaceTB/SmolLM2 135M+x", "seed": 3})
     assert name == "vectors-bbq_age-sft_pas-SmolLM2_135M_x-seed3"
+
+
+def test_multirun_one_wandb_run_per_job(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir, task = setup
+    args = _overrides(model_dir, task, tmp_path / "out", "logger=wandb", "method.layers=[1,2]", "seed=1,2")
+    args = [a for a in args if not a.startswith("output_dir=")]
+    env = {**os.environ, **_wandb_env(tmp_path), "PAS_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("WANDB_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_ids = set()
+    for job, seed in (("0", 1), ("1", 2)):
+        records = read_records(_wandb_file(tmp_path / "sweep" / job))
+        (started,) = of_type(records, "run")
+        assert started.display_name == f"generic-pas-seed{seed}"
+        assert merged_config(records)["seed"] == seed
+        (exit_record,) = of_type(records, "exit")
+        assert exit_record.exit_code == 0
+        run_ids.add(started.run_id)
+    assert len(run_ids) == 2
