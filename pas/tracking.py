@@ -4,7 +4,7 @@ Metrics reach W&B through Lightning's ``WandbLogger``, which the pipeline passes
 and to the sweep, so W&B receives the same metrics as the CSV logger. This module adds what a
 Trainer does not log: the resolved config, the validation heatmaps as images, the comparison rows
 as a ``wandb.Table``, the vectors as an artifact, and the closing of the W&B run, also when the
-run fails. With any other logger every function here does nothing.
+run fails. Another logger is only saved at the end of the run (see ``track_run``).
 """
 
 from __future__ import annotations

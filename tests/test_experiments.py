@@ -142,6 +142,12 @@ def test_sample_size_overlays(name: str, sizes: list[int], max_sample_size: int,
     assert max(sizes) == max_sample_size - n_val - n_test
 
 
+def test_wandb_group_is_study_name(tmp_path: Path) -> None:
+    cfg = _compose(["experiment=paper_sft_pas", "logger=wandb", f"output_dir={tmp_path}"])
+    assert cfg.logger.group == "paper_sft_pas"
+    assert _compose(["logger=wandb", f"output_dir={tmp_path}"]).logger.group is None
+
+
 def test_cpu_overlay_uses_smollm2(tmp_path: Path) -> None:
     cfg = _compose(["experiment=sample_size_smollm2_cpu", f"output_dir={tmp_path}"], hydra_config=True)
     assert cfg.model.load.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
