@@ -32,6 +32,9 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
     size = data.max_sample_size
     if size is not None and (not _is_int(size) or size < 3):
         problems.append(f"data.max_sample_size must be null or an integer >= 3, got {size!r}")
+    train_size = data.get("train_size")
+    if train_size is not None and (not _is_int(train_size) or train_size < 1):
+        problems.append(f"data.train_size must be null (whole train split) or a positive integer, got {train_size!r}")
     split = list(data.split) if isinstance(data.split, ListConfig) else data.split
     if (
         not isinstance(split, list)

@@ -23,6 +23,7 @@ from pas.models.loading import LoadedModel
 from pas.report.artifacts import comparison_table, summary_table
 from pas.stages import PASStage, RunContext, Timer
 from pas.steering.sweep import check_grid
+from pas.tracking import track_run, upload_run
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def make_logger(cfg: DictConfig) -> Any:
     return call_target(cfg.logger)
 
 
-def build_context(cfg: DictConfig, timer: Timer, out_dir: Path | None = None) -> RunContext:
+def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | None = None) -> RunContext:
     """Load the task and the model, and check the grid against the model's depth."""
     out_dir = Path(cfg.output_dir) if out_dir is None else out_dir
     t = time.perf_counter()
@@ -45,6 +46,7 @@ def build_context(cfg: DictConfig, timer: Timer, out_dir: Path | None = None) ->
         fractions=tuple(cfg.data.split),
         batch_size=cfg.data.batch_size,
         shuffle_choices=cfg.data.shuffle_choices,
+        train_size=cfg.data.get("train_size"),
     )
     dm.setup()
     timer.phase("load_data", t)
@@ -59,27 +61,33 @@ def build_context(cfg: DictConfig, timer: Timer, out_dir: Path | None = None) ->
     max_choices = max(item.n_choices for name in ("train", "val", "test") for item in splits[name])
     prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer)
     letter_ids = letter_token_ids(loaded.tokenizer, max_choices)
-    return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, make_logger(cfg), out_dir, timer)
+    return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, logger, out_dir, timer)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one task with the configured method and return the contents of ``results.json``."""
-    start = time.perf_counter()
-    timer = Timer()
+    """Run one task with the configured method and return the contents of ``results.json``.
+
+    With ``logger=wandb`` the W&B run is finished when this returns or raises (see pas.tracking).
+    """
     validate_run_config(cfg)
-    with contextlib.ExitStack() as stack:
+    logger = make_logger(cfg)
+    with track_run(logger, cfg), contextlib.ExitStack() as stack:
         out_dir = Path(cfg.output_dir)
         if not is_global_zero():
             # Every DDP process runs the pipeline; only global rank 0 writes into the run folder.
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pas-rank-")))
-        return _run(cfg, timer, start, out_dir)
+        results = _run(cfg, logger, out_dir)
+        upload_run(logger, out_dir, results)
+    return results
 
 
-def _run(cfg: DictConfig, timer: Timer, start: float, out_dir: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, logger: Any, out_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    timer = Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ctx = build_context(cfg, timer, out_dir)
+    ctx = build_context(cfg, timer, logger, out_dir)
 
     outcome = call_target(cfg.method.run)(ctx)
     base: PASStage = outcome["base"]

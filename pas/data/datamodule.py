@@ -34,6 +34,7 @@ class PASDataModule(L.LightningDataModule):
         fractions: tuple[float, float, float],
         batch_size: int,
         shuffle_choices: bool = True,
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
         self.load_items = load_items
@@ -43,6 +44,7 @@ class PASDataModule(L.LightningDataModule):
         self.fractions = fractions
         self.batch_size = batch_size
         self.shuffle = shuffle_choices
+        self.train_size = train_size
         # Fine-tuning stages turn this on; PAS fitting reads the train split in order.
         self.shuffle_train = False
         self._splits: Splits | None = None
@@ -55,7 +57,7 @@ class PASDataModule(L.LightningDataModule):
             raise DataError(f"task {self.task!r} loaded no items; check the task's loader settings and files")
         if self.shuffle:
             items = [shuffle_choices(item, self.seed) for item in items]
-        self._splits = split_items(items, self.seed, self.max_sample_size, self.fractions, self.task)
+        self._splits = split_items(items, self.seed, self.max_sample_size, self.fractions, self.task, self.train_size)
         log.info("Task %s: %s items per split", self.task, self._splits.sizes())
 
     @property

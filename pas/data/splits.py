@@ -33,11 +33,14 @@ def split_items(
     max_sample_size: int | None = None,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     task: str = "task",
+    train_size: int | None = None,
 ) -> Splits:
     """Shuffle ``items`` with ``seed``, keep at most ``max_sample_size`` and split them by ``fractions``.
 
     Items are first sorted by id, so the result does not depend on the order a loader returned.
-    Validation and test sizes are rounded down and train takes the rest.
+    Validation and test sizes are rounded down and train takes the rest. ``train_size`` then keeps
+    only the first ``train_size`` train items (already in seeded order), so validation and test stay
+    the same for every train size: the setup of a sample-size study.
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise DataError(
@@ -59,8 +62,20 @@ def split_items(
             f"task {task!r} has {n} items, too few for train/val/test splits of {list(fractions)} "
             f"(sizes would be {n_train}/{n_val}/{n_test}); use a larger dataset or raise max_sample_size"
         )
+    if train_size is not None:
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise DataError(f"train_size must be a positive integer or null, got {train_size!r}")
+        if train_size > n_train:
+            raise DataError(
+                f"train_size={train_size} is larger than the {n_train} train items of task {task!r} "
+                f"({n} items split by {list(fractions)}). Lower data.train_size, or raise data.max_sample_size "
+                "(which also grows validation and test) if the dataset has more items"
+            )
+        n_kept = train_size
+    else:
+        n_kept = n_train
     return Splits(
-        train=ordered[:n_train],
+        train=ordered[:n_kept],
         val=ordered[n_train : n_train + n_val],
         test=ordered[n_train + n_val :],
     )
