@@ -87,6 +87,9 @@ def test_report_equals_hand_computation(sweep_dir: Path, tmp_path: Path) -> None
         assert row["wins"] == sum(e > 0 for e in effects)
         assert row["losses"] == sum(e < 0 for e in effects)
         assert row["wins"] + row["ties"] + row["losses"] == 2
+        variant = name.split("/")[1]
+        flagged = sum(runs[s]["methods"][variant]["letter_bias"]["flagged"] for s in (1, 2))
+        assert row["letter_bias_runs"] == flagged
 
     # The only group is the generic task's, so the group rows equal the task rows.
     group = {row["result"]: row for row in report["group_rows"]}

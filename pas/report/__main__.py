@@ -18,11 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="the sweep folder (hydra.sweep.dir) or any folder holding runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: FOLDER/report)")
+    parser.add_argument("--title", default=None, help="the report's heading (default: the folder's name)")
     args = parser.parse_args(argv)
     from pas.report.sweep import write_report
 
     try:
-        report = write_report(args.folder, args.out)
+        report = write_report(args.folder, args.out, args.title)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

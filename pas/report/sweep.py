@@ -156,6 +156,7 @@ class Pairs:
     steered: list[float] = field(default_factory=list)
     unsteered: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    letter_bias: list[bool] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         s, u = np.asarray(self.steered, float), np.asarray(self.unsteered, float)
@@ -176,6 +177,7 @@ class Pairs:
             "wins": int((effect > 1e-12).sum()),
             "ties": int((np.abs(effect) <= 1e-12).sum()),
             "losses": int((effect < -1e-12).sum()),
+            "letter_bias_runs": int(sum(self.letter_bias)),
         }
 
 
@@ -216,6 +218,7 @@ def aggregate(runs: list[Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any
                 pairs.steered.append(row["test_acc"])
                 pairs.unsteered.append(unsteered)
                 pairs.seeds.append(int(r["seed"]))
+                pairs.letter_bias.append(_letter_bias_flag(r, row["name"]))
     task_rows = [
         {"model": model, "group": group, "task": task, "result": name, **pairs.summary()}
         for (model, group, task), names in sorted(by_task.items(), key=lambda kv: _group_key(kv[0]))
@@ -227,6 +230,14 @@ def aggregate(runs: list[Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any
         for name, pairs in names.items()
     ]
     return task_rows, group_rows
+
+
+def _letter_bias_flag(results: dict[str, Any], name: str) -> bool:
+    """Return whether the run flagged this result's gain as a letter preference (see letter_bias)."""
+    tag, _, variant = name.partition("/")
+    methods = results.get("methods", {}) if tag == "pas" else results.get("stages", {}).get(tag, {}).get("methods", {})
+    record = methods.get(variant, {})
+    return bool(record.get("letter_bias", {}).get("flagged", False))
 
 
 def _group_key(key: tuple[str, str, str]) -> tuple[str, int, str, str]:
@@ -277,11 +288,12 @@ COLUMNS = (
     "wins",
     "ties",
     "losses",
+    "letter_bias_runs",
 )
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], show_model: bool) -> str:
-    columns = ["task", "result", "n", "unsteered", "steered", "effect", "SE", "p (one-sided)", "W/T/L"]
+    columns = ["task", "result", "n", "unsteered", "steered", "effect", "SE", "p (one-sided)", "W/T/L", "letter bias"]
     if show_model:
         columns.insert(0, "model")
     body = []
@@ -296,6 +308,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], show_model: bool) -> str:
             "-" if math.isnan(row["effect_se"]) else f"{row['effect_se']:.3f}",
             "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.3g}",
             f"{row['wins']}/{row['ties']}/{row['losses']}",
+            str(row["letter_bias_runs"]),
         ]
         body.append(([row["model"]] if show_model else []) + cells)
     return format_table(columns, body)
@@ -356,7 +369,7 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def write_report(folder: Path, out: Path | None = None) -> dict[str, Any]:
+def write_report(folder: Path, out: Path | None = None, title: str | None = None) -> dict[str, Any]:
     """Write ``report.md``, ``report.csv`` and figures for the sweep under ``folder``; return the tables."""
     folder = Path(folder)
     out = Path(out) if out is not None else folder / "report"
@@ -381,7 +394,7 @@ def write_report(folder: Path, out: Path | None = None) -> dict[str, Any]:
     models = sorted({run.results["model"] for run in found.runs})
     seeds = sorted({int(run.results["seed"]) for run in found.runs})
     lines = [
-        f"# Sweep report: {folder.name}",
+        f"# Sweep report: {title or folder.resolve().name}",
         "",
         f"Runs found: {len(found.runs)} finished"
         + (f" of {found.expected} expected" if found.expected is not None else "")
@@ -392,6 +405,8 @@ def write_report(folder: Path, out: Path | None = None) -> dict[str, Any]:
         "t-test (steered > unsteered, scipy.stats.ttest_rel); W/T/L = runs where the result is above,",
         "equal to or below unsteered. Group rows pool every (task, seed) run of the group. A dash",
         "marks a standard error or p-value that is undefined: one run, or the same effect in every run.",
+        "letter bias = runs whose gain the letter-bias check flagged: the flips toward one answer letter",
+        "explain the whole gain, so the gain may be a letter preference rather than the behavior.",
         "",
     ]
     if found.problems:
