@@ -18,6 +18,7 @@ from pas.evaluation.scoring import letter_token_ids
 from pas.io import atomic_write_json, atomic_write_text
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import comparison_table, summary_table
+from pas.resume import RunState
 from pas.stages import PASStage, RunContext, Timer
 from pas.steering.sweep import check_grid
 
@@ -67,8 +68,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    state = RunState(out_dir, cfg, resume=bool(cfg.get("resume", False)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, timer)
+    ctx.state = state
 
     outcome = call_target(cfg.method.run)(ctx)
     base: PASStage = outcome["base"]

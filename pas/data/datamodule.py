@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -20,6 +20,30 @@ log = logging.getLogger(__name__)
 
 def _as_list(batch: list[MCItem]) -> list[MCItem]:
     return batch
+
+
+class EpochPermutationSampler(torch.utils.data.Sampler[int]):
+    """Shuffles ``n`` indices with a permutation that depends only on the seed and the epoch number.
+
+    Lightning calls ``set_epoch`` before every epoch. ``epoch_offset`` is added, so a fit that
+    resumes at epoch ``k`` sees the order an uninterrupted fit has in epoch ``k``.
+    """
+
+    def __init__(self, n: int, seed: int, epoch_offset: int = 0) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch_offset = epoch_offset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + self.epoch_offset)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class PASDataModule(L.LightningDataModule):
@@ -45,6 +69,8 @@ class PASDataModule(L.LightningDataModule):
         self.shuffle = shuffle_choices
         # Fine-tuning stages turn this on; PAS fitting reads the train split in order.
         self.shuffle_train = False
+        # Trained stages that resume after epoch k set this to k + 1 (see EpochPermutationSampler).
+        self.epoch_offset = 0
         self._splits: Splits | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -74,14 +100,22 @@ class PASDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader[Any]:
-        generator = torch.Generator().manual_seed(self.seed)
+        # Own generators keep the loaders from drawing from torch's global generator, which LoRA
+        # dropout uses, so the random stream is the same in an uninterrupted and a resumed run.
+        sampler = EpochPermutationSampler(len(self.splits.train), self.seed, self.epoch_offset)
         return DataLoader(
             self.splits.train,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=self.shuffle_train,
-            generator=generator,
+            sampler=sampler if self.shuffle_train else None,
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=_as_list,
         )
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.splits.val, batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)  # type: ignore[arg-type]
+        return DataLoader(
+            self.splits.val,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=_as_list,
+        )
