@@ -43,6 +43,7 @@ def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
         fractions=tuple(cfg.data.split),
         batch_size=cfg.data.batch_size,
         shuffle_choices=cfg.data.shuffle_choices,
+        on_error=cfg.data.get("on_error", "raise"),
     )
     dm.setup()
     timer.phase("load_data", t)
@@ -55,7 +56,8 @@ def build_context(cfg: DictConfig, timer: Timer) -> RunContext:
     check_grid(layers, strengths, loaded.num_layers)
     splits = dm.splits
     max_choices = max(item.n_choices for name in ("train", "val", "test") for item in splits[name])
-    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer)
+    context_length = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer, context_length)
     letter_ids = letter_token_ids(loaded.tokenizer, max_choices)
     return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, make_logger(cfg), out_dir, timer)
 
@@ -91,6 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "site": cfg.method.site,
         "sweep_engine": cfg.sweep.engine,
         "splits": splits.sizes(),
+        "data": {"on_error": ctx.dm.on_error, "skipped_rows": ctx.dm.skipped_rows},
         "correct_letters": ctx.dm.letter_distribution(),
         "unsteered": {
             "train_acc": sum(r["pred"] == r["target"] for r in train_records) / max(len(train_records), 1),

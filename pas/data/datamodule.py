@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from pas.data.prompts import shuffle_choices
 from pas.data.schema import LETTERS, DataError, MCItem
+from pas.data.sources.common import row_error_policy
 from pas.data.splits import SPLIT_NAMES, Splits, split_items
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class PASDataModule(L.LightningDataModule):
         fractions: tuple[float, float, float],
         batch_size: int,
         shuffle_choices: bool = True,
+        on_error: str = "raise",
     ) -> None:
         super().__init__()
         self.load_items = load_items
@@ -67,6 +69,8 @@ class PASDataModule(L.LightningDataModule):
         self.fractions = fractions
         self.batch_size = batch_size
         self.shuffle = shuffle_choices
+        self.on_error = on_error
+        self.skipped_rows = 0
         # Fine-tuning stages turn this on; PAS fitting reads the train split in order.
         self.shuffle_train = False
         # Trained stages that resume after epoch k set this to k + 1 (see EpochPermutationSampler).
@@ -76,7 +80,9 @@ class PASDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
             return
-        items = self.load_items()
+        with row_error_policy(self.on_error) as skipped:
+            items = self.load_items()
+        self.skipped_rows = skipped.count
         if not items:
             raise DataError(f"task {self.task!r} loaded no items; check the task's loader settings and files")
         if self.shuffle:

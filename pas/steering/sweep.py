@@ -17,6 +17,10 @@ from pas.steering.engines import Engine
 log = logging.getLogger(__name__)
 
 
+# Larger strengths only saturate the steered state; in float32 they can overflow the norms of later blocks.
+MAX_ABS_STRENGTH = 1e6
+
+
 class GridError(UserError, ValueError):
     """The layer or strength grid is empty or contains invalid values."""
 
@@ -39,6 +43,12 @@ def check_grid(layers: Sequence[int], strengths: Sequence[float], num_layers: in
     bad = [s for s in strengths if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s)]
     if bad:
         problems.append(f"strengths must be finite numbers, got {bad}")
+    huge = [s for s in strengths if s not in bad and abs(s) > MAX_ABS_STRENGTH]
+    if huge:
+        problems.append(
+            f"strengths {huge} exceed {MAX_ABS_STRENGTH:g} in absolute value, which swamps the activations of "
+            "any model; typical grids stop at 32"
+        )
     if problems:
         raise GridError("invalid steering grid: " + "; ".join(problems))
 
