@@ -15,7 +15,7 @@ from pas.config import auto_layers, call_target, validate_run_config
 from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder, PromptFormat
 from pas.evaluation.scoring import letter_token_ids
-from pas.io import atomic_write_json, atomic_write_text
+from pas.io import atomic_write_json, atomic_write_text, prepare_output_dir
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import comparison_table, summary_table
 from pas.resume import RunState
@@ -67,8 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     timer = Timer()
     validate_run_config(cfg)
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(cfg.output_dir)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     state = RunState(out_dir, cfg, resume=bool(cfg.get("resume", False)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
