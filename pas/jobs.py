@@ -62,7 +62,7 @@ def objective(results: dict[str, Any]) -> float:
 def run_job(cfg: DictConfig) -> float:
     """Run one task and return its objective; a failure in a multirun returns NaN after recording it.
 
-    Optuna marks a trial that returns NaN as failed, and the basic and joblib launchers ignore the value.
+    The basic and joblib launchers ignore the value, and a sweeper that optimizes it gets NaN for a failed job.
     """
     multirun = in_multirun()
     try:

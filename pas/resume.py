@@ -114,7 +114,7 @@ class RunState:
                 )
             log.info("Resuming from the saved state in %s", self.folder)
         else:
-            log.info("resume=true, but %s holds no saved state; starting from the beginning", self.folder)
+            log.info("resume=true, but %s contains no saved state; starting from the beginning", self.folder)
         atomic_write_json(config_file, config)
 
     def _stage_dir(self, tag: str) -> Path:
@@ -206,7 +206,7 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) ->
 class EpochStateCallback(L.Callback):
     """Saves the state after every finished epoch and restores it when a fit resumes at ``start_epoch``.
 
-    The best epoch is the one with the highest ``monitor`` value; a later epoch replaces it only
+    The best epoch is the one with the highest ``monitor`` value. A later epoch replaces it only
     when strictly better, as Lightning's ModelCheckpoint does with ``mode="max"``.
     """
 
@@ -241,6 +241,7 @@ class EpochStateCallback(L.Callback):
             return
         tensors = _read_tensors(self.folder / self.progress["last_file"])
         trainer.optimizers[0].load_state_dict(_optimizer_state(tensors, self.progress["optimizer"]))
+        # NOTE: only the CPU generator is saved, so on a GPU a resumed run may draw other dropout masks.
         torch.set_rng_state(tensors["rng/torch"])
         log.info("Resuming %s after epoch %d", self.folder.name, self.progress["epoch"])
 
