@@ -137,8 +137,8 @@ def run_sft_pas(
     base = run_pas(ctx, ctx.loaded.model, ctx.prompts, "pas")
 
     t = time.perf_counter()
-    # LoRA initialization and dropout draw from torch's generator; reseeding here makes them
-    # independent of what the PAS stage did, which a resumed run may have skipped.
+    # LoRA initialization and dropout draw from torch's generator. Reseeding here makes them
+    # independent of the PAS stage, which a resumed run may have skipped.
     torch.manual_seed(ctx.cfg.seed)
     module = LoRAFineTuneModule(
         ctx.loaded.model, ctx.prompts, ctx.letter_ids, rank, alpha, dropout, target_modules, lr, weight_decay

@@ -17,7 +17,7 @@ from pas.steering.engines import Engine
 log = logging.getLogger(__name__)
 
 
-# Larger strengths only saturate the steered state; in float32 they can overflow the norms of later blocks.
+# Larger strengths only saturate the steered state, and far larger ones overflow float32 in later norms.
 MAX_ABS_STRENGTH = 1e6
 
 

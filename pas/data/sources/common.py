@@ -87,7 +87,7 @@ def row_error_policy(on_error: str) -> Iterator[SkippedRows]:
 
     With "skip" each such row is logged and left out, and the yielded SkippedRows counts them.
     Problems that concern a whole file (a missing file, a missing CSV column, invalid JSON in a
-    file that holds one JSON array) still raise.
+    file that contains one JSON array) still raise.
     """
     if on_error not in ON_ERROR_CHOICES:
         raise DataError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
