@@ -6,6 +6,7 @@ real pipeline and CLI). "No deep traceback" is checked where the error crosses t
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -638,3 +639,36 @@ def test_resolved_config_has_safe_defaults(tmp_path: Path) -> None:
     assert cfg.data.on_error == "raise"
     assert cfg.resume is False
     assert OmegaConf.select(cfg, "prompt.max_tokens") is None
+
+
+def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name):
+                found.append((func.id, node))
+            elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                found.append((f"{func.value.id}.{func.attr}", node))
+    return found
+
+
+def test_package_has_no_unsafe_loading() -> None:
+    forbidden = {"eval", "exec", "pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load", "marshal.loads"}
+    package = Path(__file__).resolve().parents[1] / "pas"
+    torch_loads = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for name, call in _calls(tree):
+            assert name not in forbidden, f"{path}:{call.lineno} calls {name}"
+            if name == "torch.load":
+                weights_only = [k for k in call.keywords if k.arg == "weights_only"]
+                assert weights_only, f"{path}:{call.lineno} calls torch.load without weights_only=True"
+                assert isinstance(weights_only[0].value, ast.Constant) and weights_only[0].value.value is True
+                torch_loads.append(f"{path.name}:{call.lineno}")
+            for keyword in call.keywords:
+                if keyword.arg == "trust_remote_code":
+                    assert not (isinstance(keyword.value, ast.Constant) and keyword.value.value is True), (
+                        f"{path}:{call.lineno} turns trust_remote_code on"
+                    )
+    assert torch_loads, "the .pt import through torch.load(weights_only=True) was not found"
