@@ -45,6 +45,9 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"data.split must be three positive fractions summing to 1, got {split!r}")
     if not _is_int(data.batch_size) or data.batch_size < 1:
         problems.append(f"data.batch_size must be a positive integer, got {data.batch_size!r}")
+    on_error = data.get("on_error", "raise")
+    if on_error not in ("raise", "skip"):
+        problems.append(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
 def _check_method(cfg: DictConfig, problems: list[str]) -> None:

@@ -8,6 +8,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pas.errors import UserError
+
+
+class OutputDirError(UserError, OSError):
+    """The output folder cannot be created or written."""
+
+
+def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` if needed and check that files can be written in it, before any work starts."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputDirError(
+            f"cannot write to the output folder {folder}: {err.strerror or err}. "
+            "Pass a writable folder with hydra.run.dir=/path/to/run (or output_dir=...)"
+        ) from err
+    return folder
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pas.config import ConfigError
 from pas.evaluation.icl import ICLPromptBuilder, select_exemplars
 from pas.evaluation.metrics import count_flips
 from pas.evaluation.scoring import LetterPredictions
 from pas.models.layers import check_layer
+from pas.resume import EpochStateCallback
 from pas.sft.module import LoRAFineTuneModule
 from pas.stages import PASStage, RunContext, choices_of, run_pas, targets_of
 from pas.steering.sweep import steered_predictions
@@ -93,34 +93,33 @@ def run_pas_only(ctx: RunContext) -> dict[str, Any]:
 def fit_best_checkpoint(ctx: RunContext, module: Any, name: str, monitor: str, epochs: int) -> dict[str, torch.Tensor]:
     """Train ``module`` on the train split for ``epochs`` and return the state of the best validation epoch.
 
-    The train order is shuffled with the seed. A ModelCheckpoint callback keeps the epoch with the
-    highest ``monitor`` value in ``checkpoints/<name>/``.
+    The train order is a permutation drawn from the seed and the epoch number. After each epoch
+    the weights, optimizer and random state are saved under ``state/epochs/<name>/`` in
+    safetensors (no Lightning checkpoint, which is a pickle), so a resumed run continues after the
+    last finished epoch and trains exactly as an uninterrupted run.
     """
-    checkpoint = ModelCheckpoint(
-        dirpath=ctx.out_dir / "checkpoints" / name,
-        filename="best",
-        monitor=monitor,
-        mode="max",
-        save_top_k=1,
-        save_weights_only=True,
-    )
-    trainer = ctx.trainer(
-        max_epochs=epochs,
-        limit_val_batches=1.0,
-        enable_checkpointing=True,
-        callbacks=[checkpoint],
-        num_sanity_val_steps=0,
-    )
-    ctx.dm.shuffle_train = True
-    try:
-        trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader(), val_dataloaders=ctx.dm.val_dataloader())
-    finally:
-        ctx.dm.shuffle_train = False
-    log.info(
-        "%s: best %s %.3f (%s)", name, monitor, float(checkpoint.best_model_score or 0.0), checkpoint.best_model_path
-    )
-    # The checkpoint is this run's own file of tensors, read without unpickling objects.
-    return torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    state_dir = ctx.state.epochs_dir(name) if ctx.state is not None else ctx.out_dir / "state" / "epochs" / name
+    saver = EpochStateCallback(state_dir, monitor, resume=ctx.state is not None and ctx.state.resume)
+    remaining = epochs - saver.start_epoch
+    if remaining > 0:
+        saver.restore_weights(module)
+        trainer = ctx.trainer(
+            max_epochs=remaining,
+            limit_val_batches=1.0,
+            enable_checkpointing=False,
+            callbacks=[saver],
+            num_sanity_val_steps=0,
+        )
+        ctx.dm.shuffle_train = True
+        ctx.dm.epoch_offset = saver.start_epoch
+        try:
+            trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader(), val_dataloaders=ctx.dm.val_dataloader())
+        finally:
+            ctx.dm.shuffle_train = False
+            ctx.dm.epoch_offset = 0
+    weights, score, best_epoch = saver.best_weights()
+    log.info("%s: best %s %.3f in epoch %d", name, monitor, score, best_epoch)
+    return weights
 
 
 def run_sft_pas(
@@ -138,6 +137,9 @@ def run_sft_pas(
     base = run_pas(ctx, ctx.loaded.model, ctx.prompts, "pas")
 
     t = time.perf_counter()
+    # LoRA initialization and dropout draw from torch's generator. Reseeding here makes them
+    # independent of the PAS stage, which a resumed run may have skipped.
+    torch.manual_seed(ctx.cfg.seed)
     module = LoRAFineTuneModule(
         ctx.loaded.model, ctx.prompts, ctx.letter_ids, rank, alpha, dropout, target_modules, lr, weight_decay
     )

@@ -18,9 +18,10 @@ from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder, PromptFormat
 from pas.distributed import is_global_zero
 from pas.evaluation.scoring import letter_token_ids
-from pas.io import atomic_write_json, atomic_write_text
+from pas.io import atomic_write_json, atomic_write_text, prepare_output_dir
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import comparison_table, summary_table
+from pas.resume import RunState
 from pas.stages import PASStage, RunContext, Timer
 from pas.steering.sweep import check_grid
 from pas.tracking import track_run, upload_run
@@ -47,6 +48,7 @@ def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | No
         batch_size=cfg.data.batch_size,
         shuffle_choices=cfg.data.shuffle_choices,
         train_size=cfg.data.get("train_size"),
+        on_error=cfg.data.get("on_error", "raise"),
     )
     dm.setup()
     timer.phase("load_data", t)
@@ -59,7 +61,8 @@ def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | No
     check_grid(layers, strengths, loaded.num_layers)
     splits = dm.splits
     max_choices = max(item.n_choices for name in ("train", "val", "test") for item in splits[name])
-    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer)
+    context_length = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer, context_length)
     letter_ids = letter_token_ids(loaded.tokenizer, max_choices)
     return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, logger, out_dir, timer)
 
@@ -84,10 +87,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig, logger: Any, out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     timer = Timer()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_output_dir(out_dir)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # Every DDP process keeps its state in the run folder, so all of them resume from the same point.
+    # The processes hold identical state, so their atomic writes of the same files agree.
+    state = RunState(prepare_output_dir(cfg.output_dir), cfg, resume=bool(cfg.get("resume", False)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, timer, logger, out_dir)
+    ctx.state = state
 
     outcome = call_target(cfg.method.run)(ctx)
     base: PASStage = outcome["base"]
@@ -107,6 +114,7 @@ def _run(cfg: DictConfig, logger: Any, out_dir: Path) -> dict[str, Any]:
         "site": cfg.method.site,
         "sweep_engine": cfg.sweep.engine,
         "splits": splits.sizes(),
+        "data": {"on_error": ctx.dm.on_error, "skipped_rows": ctx.dm.skipped_rows},
         "correct_letters": ctx.dm.letter_distribution(),
         "unsteered": {
             "train_acc": sum(r["pred"] == r["target"] for r in train_records) / max(len(train_records), 1),

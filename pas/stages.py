@@ -24,6 +24,7 @@ from pas.evaluation.metrics import count_flips
 from pas.evaluation.scoring import LetterPredictions
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import write_heatmap, write_predictions_csv
+from pas.resume import FitState, RunState
 from pas.steering.engines import Engine, make_engine
 from pas.steering.module import PASFitModule
 from pas.steering.sweep import SweepResult, predictions_from_logits, run_sweep, steered_predictions
@@ -61,6 +62,7 @@ class RunContext:
     logger: Any
     out_dir: Path
     timer: Timer
+    state: RunState | None = None
 
     @property
     def splits(self) -> Splits:
@@ -174,12 +176,24 @@ def artifact_name(tag: str, variant: str) -> str:
     return variant if tag == "pas" else f"{tag.replace('+', '_')}-{variant}"
 
 
+def fit_or_resume(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str) -> FitState:
+    """Fit the vectors of stage ``tag``, or read them from the run's saved state when resuming."""
+    saved = ctx.state.load_fit(tag) if ctx.state is not None else None
+    if saved is not None:
+        return saved
+    module = fit_vectors(ctx, model, prompts)
+    fit = FitState(module.vector_table(), module.counts(), module.train_records)
+    if ctx.state is not None:
+        ctx.state.save_fit(tag, fit)
+    return fit
+
+
 def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str = "pas") -> PASStage:
     """Fit the PAS variants, pick layer and strength on validation, test them and write their artifacts."""
     cfg, splits = ctx.cfg, ctx.splits
     t = time.perf_counter()
-    module = fit_vectors(ctx, model, prompts)
-    vectors = module.vector_table()
+    fit = fit_or_resume(ctx, model, prompts, tag)
+    vectors = fit.vectors
     ctx.timer.phase(f"{tag}_fit", t)
 
     t = time.perf_counter()
@@ -193,6 +207,12 @@ def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str 
                 {f"sweep/{tag}/{variant}/val_acc": acc, "sweep/layer": layer, "sweep/strength": strength}
             )
 
+    done = ctx.state.load_sweep(tag) if ctx.state is not None else {}
+
+    def save_progress(finished: dict[str, float]) -> None:
+        if ctx.state is not None:
+            ctx.state.save_sweep(tag, finished)
+
     sweeps = run_sweep(
         val_engine,
         vectors,
@@ -202,6 +222,9 @@ def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str 
         targets_of(splits.val),
         choices_of(splits.val),
         log_config,
+        chunk_size=cfg.sweep.configs_per_pass,
+        done=done,
+        on_chunk=save_progress,
     )
     del val_engine
     ctx.timer.phase(f"{tag}_sweep", t)
@@ -210,7 +233,7 @@ def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str 
     test_engine = ctx.engine(model, prompts, splits.test)
     base_test = predictions_from_logits(test_engine.unsteered_logits(), test_engine, choices_of(splits.test))
     steered_test, records = {}, {}
-    counts = module.counts()
+    counts = fit.counts
     for variant, sweep in sweeps.items():
         row = ctx.layers.index(sweep.best_layer)
         steered = steered_predictions(
@@ -245,4 +268,4 @@ def run_pas(ctx: RunContext, model: nn.Module, prompts: PromptBuilder, tag: str 
             log.warning("Letter bias in %s: %s", name, record["letter_bias"]["reason"])
         records[variant] = record
     ctx.timer.phase(f"{tag}_test", t)
-    return PASStage(tag, vectors, sweeps, base_val, base_test, steered_test, records, module.train_records)
+    return PASStage(tag, vectors, sweeps, base_val, base_test, steered_test, records, fit.train_records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from pas.data.prompts import shuffle_choices
 from pas.data.schema import LETTERS, DataError, MCItem
+from pas.data.sources.common import row_error_policy
 from pas.data.splits import SPLIT_NAMES, Splits, split_items
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,30 @@ log = logging.getLogger(__name__)
 
 def _as_list(batch: list[MCItem]) -> list[MCItem]:
     return batch
+
+
+class EpochPermutationSampler(torch.utils.data.Sampler[int]):
+    """Shuffles ``n`` indices with a permutation that depends only on the seed and the epoch number.
+
+    Lightning calls ``set_epoch`` before every epoch. ``epoch_offset`` is added, so a fit that
+    resumes at epoch ``k`` sees the order an uninterrupted fit has in epoch ``k``.
+    """
+
+    def __init__(self, n: int, seed: int, epoch_offset: int = 0) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch_offset = epoch_offset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + self.epoch_offset)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class PASDataModule(L.LightningDataModule):
@@ -35,6 +60,7 @@ class PASDataModule(L.LightningDataModule):
         batch_size: int,
         shuffle_choices: bool = True,
         train_size: int | None = None,
+        on_error: str = "raise",
     ) -> None:
         super().__init__()
         self.load_items = load_items
@@ -45,14 +71,20 @@ class PASDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.shuffle = shuffle_choices
         self.train_size = train_size
+        self.on_error = on_error
+        self.skipped_rows = 0
         # Fine-tuning stages turn this on; PAS fitting reads the train split in order.
         self.shuffle_train = False
+        # Trained stages that resume after epoch k set this to k + 1 (see EpochPermutationSampler).
+        self.epoch_offset = 0
         self._splits: Splits | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
             return
-        items = self.load_items()
+        with row_error_policy(self.on_error) as skipped:
+            items = self.load_items()
+        self.skipped_rows = skipped.count
         if not items:
             raise DataError(f"task {self.task!r} loaded no items; check the task's loader settings and files")
         if self.shuffle:
@@ -76,12 +108,14 @@ class PASDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader[Any]:
-        generator = torch.Generator().manual_seed(self.seed)
+        # Own generators keep the loaders from drawing from torch's global generator, which LoRA
+        # dropout uses, so the random stream is the same in an uninterrupted and a resumed run.
+        sampler = EpochPermutationSampler(len(self.splits.train), self.seed, self.epoch_offset)
         return DataLoader(
             self.splits.train,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=self.shuffle_train,
-            generator=generator,
+            sampler=sampler if self.shuffle_train else None,
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=_as_list,
         )
 
@@ -97,4 +131,10 @@ class PASDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return DataLoader(self.splits.val, batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)  # type: ignore[arg-type]
+        return DataLoader(
+            self.splits.val,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=_as_list,
+        )

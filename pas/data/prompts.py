@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pas.data.schema import LETTERS, MCItem
+from pas.data.truncation import fit_to_limit
+
+log = logging.getLogger(__name__)
+MAX_TRUNCATION_WARNINGS = 5
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class PromptFormat:
     answer_cue: str = "Answer:"
     chat_template: bool = False
     system_prompt: str | None = None
+    # At most this many tokens per text; None uses the model's context length (see pas.data.truncation).
+    max_tokens: int | None = None
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -100,9 +108,13 @@ class PromptBuilder:
     items the same way. Subclasses change the prompt, for example by prepending exemplars.
     """
 
-    def __init__(self, fmt: PromptFormat, tokenizer: Any = None) -> None:
+    def __init__(self, fmt: PromptFormat, tokenizer: Any = None, context_length: int | None = None) -> None:
         self.fmt = fmt
         self.tokenizer = tokenizer
+        limits = [n for n in (fmt.max_tokens, context_length) if n is not None]
+        # Texts longer than this are cut by the policy in pas.data.truncation; None: never cut.
+        self.token_limit = min(limits) if limits and tokenizer is not None else None
+        self.truncated: set[str] = set()
 
     @property
     def add_special_tokens(self) -> bool:
@@ -110,10 +122,27 @@ class PromptBuilder:
         return not self.fmt.chat_template
 
     def prompt(self, item: MCItem) -> str:
-        return render_prompt(item, self.fmt, self.tokenizer)
+        return self._fit(item, lambda it: render_prompt(it, self.fmt, self.tokenizer))
 
     def answer(self, item: MCItem, choice: int) -> str:
-        return render_answer(item, choice, self.fmt, self.tokenizer)
+        return self._fit(item, lambda it: render_answer(it, choice, self.fmt, self.tokenizer))
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
+
+    def _fit(self, item: MCItem, render: Callable[[MCItem], str]) -> str:
+        if self.token_limit is None:
+            return render(item)
+        text, cut = fit_to_limit(item, render, self._count_tokens, self.tokenizer, self.token_limit)
+        if cut and item.id not in self.truncated:
+            self.truncated.add(item.id)
+            if len(self.truncated) <= MAX_TRUNCATION_WARNINGS:
+                log.warning(
+                    "Item %r is longer than %d tokens; the start of its question and context was cut",
+                    item.id,
+                    self.token_limit,
+                )
+        return text
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Tokenize texts one by one, without padding or truncation."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from pas.evaluation.scoring import EncodedBatch, iter_batches, last_position_logits, model_device
 from pas.models.layers import Site, find_decoder_layers
-from pas.steering.hooks import add_at_site
+from pas.steering.hooks import add_at_site, add_steering
 
 
 class Engine(Protocol):
@@ -309,7 +309,7 @@ class FastEngine:
             if site == "residual" and layer + 1 < len(self.blocks):
                 # The steered block's output is the next block's recorded input, so the pass can
                 # start one block later with the vector already added.
-                start = prepared.layer_inputs[layer + 1].unsqueeze(1) + chunk.unsqueeze(0)  # (B, K, H)
+                start = add_steering(prepared.layer_inputs[layer + 1].unsqueeze(1), chunk.unsqueeze(0))  # (B, K, H)
                 stack.enter_context(self._start_at(layer + 1, start))
             else:
                 start = prepared.layer_inputs[layer].unsqueeze(1).expand(rows, copies, -1)

@@ -32,6 +32,26 @@ def _replace_main(output: Any, tensor: torch.Tensor) -> Any:
     return tensor
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Steered half-precision states are clamped to this fraction of the dtype's largest value, which
+# leaves room for the residual additions of later blocks before the final norm rescales the state.
+# NOTE: the margin was checked on tiny Llama models only; blocks with very large outputs can still overflow.
+HALF_CLAMP_FRACTION = 0.25
+
+
+def add_steering(hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Return ``hidden + delta`` in ``hidden``'s dtype, computed so that it cannot overflow.
+
+    In float16 and bfloat16 the sum is taken in float32 and clamped to a quarter of the dtype's
+    largest finite value, so a large strength saturates the state instead of turning it into inf
+    (and the logits into NaN). Other dtypes add directly.
+    """
+    if hidden.dtype not in HALF_DTYPES:
+        return hidden + delta.to(dtype=hidden.dtype)
+    limit = torch.finfo(hidden.dtype).max * HALF_CLAMP_FRACTION
+    return (hidden.float() + delta.float()).clamp(-limit, limit).to(hidden.dtype)
+
+
 @contextmanager
 def add_at_site(
     model: nn.Module,
@@ -61,8 +81,7 @@ def add_at_site(
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = _main_tensor(output)  # (B, T, H)
         steered = hidden.clone()
-        shift = delta.to(device=hidden.device, dtype=hidden.dtype)
-        steered[:, -positions:, :] = hidden[:, -positions:, :] + shift
+        steered[:, -positions:, :] = add_steering(hidden[:, -positions:, :], delta.to(device=hidden.device))
         return _replace_main(output, steered)
 
     # Prepended so that hooks registered earlier (transformers records hidden_states through its

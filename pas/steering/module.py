@@ -140,11 +140,12 @@ class PASFitModule(L.LightningModule):
             self.vectors[v] = mean_diff.float().to(self.vectors.device)
         if problems:
             correct = sum(r["pred"] == r["target"] for r in self.train_records)
+            buildable = [v for i, v in enumerate(self.variants) if self.pos_count[i] > 0 and self.neg_count[i] > 0]
+            fix = f"set method.variants={buildable} (these can be built), " if buildable else ""
             raise EmptyContrastError(
                 f"cannot build {', '.join(problems)}: the unsteered model answered {correct} of "
                 f"{len(self.train_records)} train items correctly, and a variant needs at least one "
-                "positive and one negative text. Raise data.max_sample_size, pick another task, or "
-                "remove these variants from method.variants"
+                f"positive and one negative text. {fix}Raise data.max_sample_size, or pick another task"
             )
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -17,6 +17,10 @@ from pas.steering.engines import Engine
 log = logging.getLogger(__name__)
 
 
+# Larger strengths only saturate the steered state, and far larger ones overflow float32 in later norms.
+MAX_ABS_STRENGTH = 1e6
+
+
 class GridError(UserError, ValueError):
     """The layer or strength grid is empty or contains invalid values."""
 
@@ -39,6 +43,12 @@ def check_grid(layers: Sequence[int], strengths: Sequence[float], num_layers: in
     bad = [s for s in strengths if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s)]
     if bad:
         problems.append(f"strengths must be finite numbers, got {bad}")
+    huge = [s for s in strengths if s not in bad and abs(s) > MAX_ABS_STRENGTH]
+    if huge:
+        problems.append(
+            f"strengths {huge} exceed {MAX_ABS_STRENGTH:g} in absolute value, which swamps the activations of "
+            "any model; typical grids stop at 32"
+        )
     if problems:
         raise GridError("invalid steering grid: " + "; ".join(problems))
 
@@ -86,6 +96,11 @@ def steered_predictions(
     return predictions_from_logits(logits, engine, n_choices)
 
 
+def config_key(variant: str, layer: int, strength_index: int) -> str:
+    """Name one sweep configuration in the saved progress of a run."""
+    return f"{variant}/{layer}/{strength_index}"
+
+
 def run_sweep(
     engine: Engine,
     vectors: dict[str, torch.Tensor],
@@ -95,26 +110,46 @@ def run_sweep(
     targets: Sequence[int],
     n_choices: Sequence[int],
     on_config: Callable[[str, int, float, float], None] | None = None,
+    chunk_size: int | None = None,
+    done: dict[str, float] | None = None,
+    on_chunk: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, SweepResult]:
     """Measure validation accuracy for every variant, layer and strength.
 
     ``vectors[variant]`` has shape ``(len(layers), H)``; row ``i`` is the vector fitted at ``layers[i]``.
-    All variants and strengths of one layer go to the engine together, so the fast engine can
-    evaluate them in shared passes. ``on_config(variant, layer, strength, acc)`` is called after
-    each configuration, for logging.
+    All variants and strengths of one layer go to the engine together, in chunks of ``chunk_size``
+    configurations (all at once when None), so the fast engine can evaluate them in shared passes.
+    ``done`` holds accuracies of configurations finished earlier (keys from :func:`config_key`);
+    a chunk whose configurations are all there is not evaluated again. Chunk boundaries depend only
+    on the grid, so a resumed sweep evaluates exactly the batches of an uninterrupted one.
+    ``on_chunk(finished)`` is called with all finished accuracies after each evaluated chunk, and
+    ``on_config(variant, layer, strength, acc)`` after each newly evaluated configuration, for logging.
     """
     variants = list(vectors)
+    finished = dict(done or {})
     scale = torch.tensor([float(s) for s in strengths]).unsqueeze(1)  # (S, 1)
     grids = {variant: torch.zeros(len(layers), len(strengths)) for variant in variants}
+    configs = [(v, j) for v in range(len(variants)) for j in range(len(strengths))]
+    step = chunk_size or len(configs)
     for i, layer in enumerate(layers):
         deltas = torch.cat([scale * vectors[variant][i].float().unsqueeze(0) for variant in variants])  # (V*S, H)
-        logits = engine.steered_logits(layer, site, deltas)  # (V*S, N, V')
-        for v, variant in enumerate(variants):
-            for j, strength in enumerate(strengths):
-                preds = predictions_from_logits(logits[v * len(strengths) + j], engine, n_choices)
-                grids[variant][i, j] = preds.accuracy(targets)
+        for start in range(0, len(configs), step):
+            chunk = configs[start : start + step]
+            keys = [config_key(variants[v], layer, j) for v, j in chunk]
+            if all(key in finished for key in keys):
+                for (v, j), key in zip(chunk, keys):
+                    grids[variants[v]][i, j] = finished[key]
+                continue
+            logits = engine.steered_logits(layer, site, deltas[start : start + len(chunk)])  # (K, N, V')
+            for k, ((v, j), key) in enumerate(zip(chunk, keys)):
+                preds = predictions_from_logits(logits[k], engine, n_choices)
+                acc = preds.accuracy(targets)
+                grids[variants[v]][i, j] = acc
+                finished[key] = acc
                 if on_config is not None:
-                    on_config(variant, layer, strength, float(grids[variant][i, j]))
+                    on_config(variants[v], layer, strengths[j], float(grids[variants[v]][i, j]))
+            if on_chunk is not None:
+                on_chunk(finished)
     results = {}
     for variant in variants:
         results[variant] = SweepResult(variant, list(layers), list(strengths), grids[variant])

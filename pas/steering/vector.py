@@ -116,19 +116,25 @@ class SteeringVector:
             source = source.with_suffix(".safetensors")
         if not source.is_file():
             raise VectorFileError(f"vector file not found: {source}")
-        with source.open("rb") as handle:
-            magic = handle.read(2)
-        if magic[:1] == b"\x80" or magic == b"PK":
-            raise VectorFileError(
-                f"{source} looks like a pickle or torch.save archive; PAS reads vectors only from "
-                "safetensors files, which cannot run code when loaded"
-            )
         try:
             with safe_open(str(source), framework="pt") as handle:
                 header = json.loads((handle.metadata() or {})[_META_KEY])
                 vector = handle.get_tensor(_TENSOR_KEY)
         except (SafetensorError, KeyError, json.JSONDecodeError, ValueError, OSError) as err:
-            raise VectorFileError(f"{source} is not a valid PAS vector file ({err.__class__.__name__}: {err})") from err
+            # Checked only after safetensors rejected the file: the first byte of a valid file is the
+            # low byte of its header length, which can be 0x80 like a pickle's first byte.
+            with source.open("rb") as stream:
+                magic = stream.read(2)
+            if magic[:1] == b"\x80" or magic == b"PK":
+                raise VectorFileError(
+                    f"{source} looks like a pickle or torch.save archive; PAS reads vectors only from "
+                    "safetensors files, which cannot run code when loaded. Import vectors of other tools "
+                    "with pas.load_torch_vectors, which reads tensors only"
+                ) from None
+            raise VectorFileError(
+                f"{source} is not a valid PAS vector file ({err.__class__.__name__}: {err}); "
+                "write it again with SteeringVector.save"
+            ) from err
         if header.get("format") != FORMAT_NAME:
             found = header.get("format")
             raise VectorFileError(f"{source} is a safetensors file but not a PAS vector (format {found!r})")

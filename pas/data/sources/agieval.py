@@ -16,6 +16,7 @@ from pas.data.sources.common import (
     parse_letter,
     resolve_data_files,
     row_error,
+    row_guard,
     shorten,
 )
 from pas.data.sources.options import strip_option_prefixes
@@ -31,27 +32,30 @@ def load_agieval(data_root: str | None, files: Sequence[str]) -> list[MCItem]:
     located = []
     for path in paths:
         for location, record in iter_jsonl(path):
-            options = get_field(record, "options", location)
-            if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
-                raise row_error(
-                    location, "options", f"must be a list of strings such as '(A)...', got {shorten(options)}"
-                )
-            try:
-                choices = strip_option_prefixes(options)
-            except ValueError as error:
-                raise row_error(location, "options", str(error)) from error
-            label = get_field(record, "label", location)
-            if isinstance(label, list):
-                raise row_error(location, "label", f"lists several answers {label}, but an item has exactly one target")
+            with row_guard():
+                options = get_field(record, "options", location)
+                if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
+                    raise row_error(
+                        location, "options", f"must be a list of strings such as '(A)...', got {shorten(options)}"
+                    )
+                try:
+                    choices = strip_option_prefixes(options)
+                except ValueError as error:
+                    raise row_error(location, "options", str(error)) from error
+                label = get_field(record, "label", location)
+                if isinstance(label, list):
+                    raise row_error(
+                        location, "label", f"lists several answers {label}, but an item has exactly one target"
+                    )
 
-            item = make_item(
-                location,
-                id=f"agieval/{path.stem}/{location.line}",
-                question=get_text(record, "question", location),
-                choices=tuple(choices),
-                target=parse_letter(label, location, "label", len(choices)),
-                context=get_optional_text(record, "passage", location),
-                meta={"file": path.name},
-            )
-            located.append((location, item))
+                item = make_item(
+                    location,
+                    id=f"agieval/{path.stem}/{location.line}",
+                    question=get_text(record, "question", location),
+                    choices=tuple(choices),
+                    target=parse_letter(label, location, "label", len(choices)),
+                    context=get_optional_text(record, "passage", location),
+                    meta={"file": path.name},
+                )
+                located.append((location, item))
     return finish_items(located, f"AGIEval files {[path.name for path in paths]}")

@@ -20,6 +20,7 @@ from pas.data.sources.common import (
     resolve_data_files,
     resolve_data_path,
     row_error,
+    row_guard,
     shorten,
 )
 
@@ -71,33 +72,34 @@ def _bbq_paths(data_root: str | None, files: Sequence[str] | None, folder: str) 
 
 def _read_bbq_file(path: Path) -> Iterator[tuple[Location, MCItem]]:
     for location, record in iter_jsonl(path):
-        label = get_int(record, "label", location)
-        if not 0 <= label < len(BBQ_ANSWER_FIELDS):
-            raise row_error(location, "label", f"must be 0, 1 or 2 (the index of ans0..ans2), got {label}")
-        example_id = get_field(record, "example_id", location)
-        if isinstance(example_id, bool) or not isinstance(example_id, int | str):
-            raise row_error(location, "example_id", f"must be an integer or a string, got {shorten(example_id)}")
-        category = get_text(record, "category", location)
-        condition = get_text(record, "context_condition", location)
-        if condition not in CONTEXT_CONDITIONS:
-            raise row_error(location, "context_condition", f"must be 'ambig' or 'disambig', got {condition!r}")
+        with row_guard():
+            label = get_int(record, "label", location)
+            if not 0 <= label < len(BBQ_ANSWER_FIELDS):
+                raise row_error(location, "label", f"must be 0, 1 or 2 (the index of ans0..ans2), got {label}")
+            example_id = get_field(record, "example_id", location)
+            if isinstance(example_id, bool) or not isinstance(example_id, int | str):
+                raise row_error(location, "example_id", f"must be an integer or a string, got {shorten(example_id)}")
+            category = get_text(record, "category", location)
+            condition = get_text(record, "context_condition", location)
+            if condition not in CONTEXT_CONDITIONS:
+                raise row_error(location, "context_condition", f"must be 'ambig' or 'disambig', got {condition!r}")
 
-        additional = record.get("additional_metadata")
-        meta = {
-            "category": category,
-            "context_condition": condition,
-            "question_polarity": get_text(record, "question_polarity", location),
-            "question_index": record.get("question_index"),
-            "answer_info": record.get("answer_info"),
-            "stereotyped_groups": additional.get("stereotyped_groups") if isinstance(additional, dict) else None,
-        }
-        item = make_item(
-            location,
-            id=f"bbq/{category}/{example_id}",
-            question=get_text(record, "question", location),
-            choices=tuple(get_text(record, name, location) for name in BBQ_ANSWER_FIELDS),
-            target=label,
-            context=get_text(record, "context", location),
-            meta=meta,
-        )
-        yield location, item
+            additional = record.get("additional_metadata")
+            meta = {
+                "category": category,
+                "context_condition": condition,
+                "question_polarity": get_text(record, "question_polarity", location),
+                "question_index": record.get("question_index"),
+                "answer_info": record.get("answer_info"),
+                "stereotyped_groups": additional.get("stereotyped_groups") if isinstance(additional, dict) else None,
+            }
+            item = make_item(
+                location,
+                id=f"bbq/{category}/{example_id}",
+                question=get_text(record, "question", location),
+                choices=tuple(get_text(record, name, location) for name in BBQ_ANSWER_FIELDS),
+                target=label,
+                context=get_text(record, "context", location),
+                meta=meta,
+            )
+            yield location, item

@@ -20,6 +20,7 @@ from pas.data.sources.common import (
     require_file,
     resolve_data_path,
     row_error,
+    row_guard,
     shorten,
 )
 from pas.data.sources.options import letter_index, split_option_lines
@@ -57,33 +58,36 @@ def load_caa(
     path = require_file(resolve_data_path(data_root, relative), data_root)
     located = []
     for number, (location, record) in enumerate(iter_json_array(path), start=1):
-        if not isinstance(record, dict):
-            raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
-        text = get_text(record, "question", location)
-        try:
-            question, choices = split_option_lines(text)
-        except ValueError as error:
-            raise row_error(location, "question", str(error)) from error
-
-        letters = {}
-        for field in CAA_TARGETS:
-            answer = get_text(record, field, location)
+        with row_guard():
+            if not isinstance(record, dict):
+                raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
+            text = get_text(record, "question", location)
             try:
-                letters[field] = letter_index(answer)
+                question, choices = split_option_lines(text)
             except ValueError as error:
-                raise row_error(location, field, str(error)) from error
-            if letters[field] >= len(choices):
-                raise row_error(location, field, f"is {shorten(answer)}, but the question lists {len(choices)} options")
-        if letters[CAA_TARGETS[0]] == letters[CAA_TARGETS[1]]:
-            raise row_error(location, target, "names the same option as the other answer field")
+                raise row_error(location, "question", str(error)) from error
 
-        item = make_item(
-            location,
-            id=f"caa/{behavior}/{split}/{number}",
-            question=question,
-            choices=tuple(choices),
-            target=letters[target],
-            meta={"behavior": behavior, "matches_behavior": target == "answer_matching_behavior"},
-        )
-        located.append((location, item))
+            letters = {}
+            for field in CAA_TARGETS:
+                answer = get_text(record, field, location)
+                try:
+                    letters[field] = letter_index(answer)
+                except ValueError as error:
+                    raise row_error(location, field, str(error)) from error
+                if letters[field] >= len(choices):
+                    raise row_error(
+                        location, field, f"is {shorten(answer)}, but the question lists {len(choices)} options"
+                    )
+            if letters[CAA_TARGETS[0]] == letters[CAA_TARGETS[1]]:
+                raise row_error(location, target, "names the same option as the other answer field")
+
+            item = make_item(
+                location,
+                id=f"caa/{behavior}/{split}/{number}",
+                question=question,
+                choices=tuple(choices),
+                target=letters[target],
+                meta={"behavior": behavior, "matches_behavior": target == "answer_matching_behavior"},
+            )
+            located.append((location, item))
     return finish_items(located, str(path))

@@ -12,8 +12,11 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from pas.data.schema import LETTERS, DataError, MCItem
@@ -51,6 +54,68 @@ def row_error(location: Location, field: str | None, problem: str, fix: str = DE
     """Build the DataError for a malformed row: location, field, problem and fix in one message."""
     where = f"{location}: field {field!r}" if field else f"{location}:"
     return DataError(f"{where} {problem}. {fix}")
+
+
+# ---------------------------------------------------------------------------
+# Malformed rows: raise or skip
+
+ON_ERROR_CHOICES = ("raise", "skip")
+MAX_LOGGED_SKIPS = 20
+
+
+@dataclass
+class SkippedRows:
+    """The rows a load skipped under ``data.on_error=skip``: how many, and the first messages."""
+
+    on_error: str = "raise"
+    count: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_LOGGED_SKIPS:
+            self.messages.append(message)
+            log.warning("Skipped a malformed row (data.on_error=skip): %s", message)
+
+
+_ROW_POLICY: ContextVar[SkippedRows | None] = ContextVar("pas_row_policy", default=None)
+
+
+@contextmanager
+def row_error_policy(on_error: str) -> Iterator[SkippedRows]:
+    """Set what the loaders called inside the block do with a malformed row: "raise" or "skip".
+
+    With "skip" each such row is logged and left out, and the yielded SkippedRows counts them.
+    Problems that concern a whole file (a missing file, a missing CSV column, invalid JSON in a
+    file that contains one JSON array) still raise.
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise DataError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    skipped = SkippedRows(on_error)
+    token = _ROW_POLICY.set(skipped)
+    try:
+        yield skipped
+    finally:
+        _ROW_POLICY.reset(token)
+    if skipped.count > MAX_LOGGED_SKIPS:
+        log.warning("Skipped %d malformed rows in all; the first %d are logged above", skipped.count, MAX_LOGGED_SKIPS)
+
+
+class row_guard:  # noqa: N801 - used like a function: `with row_guard():`
+    """Around the code that reads one row: under ``data.on_error=skip`` a DataError it raises is
+    logged, counted and suppressed, so the loader goes on with the next row."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _traceback: TracebackType | None
+    ) -> bool:
+        policy = _ROW_POLICY.get()
+        if policy is None or policy.on_error != "skip" or kind is None or not issubclass(kind, DataError):
+            return False
+        policy.add(str(error))
+        return True
 
 
 # ---------------------------------------------------------------------------
@@ -181,13 +246,14 @@ def iter_jsonl(path: Path) -> Iterator[tuple[Location, dict[str, Any]]]:
         if not line.strip():
             continue
         location = Location(str(path), line=number)
-        try:
-            record = _DECODER.decode(line)
-        except ValueError as error:
-            raise row_error(location, None, f"invalid JSON: {error}") from error
-        if not isinstance(record, dict):
-            raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
-        yield location, record
+        with row_guard():
+            try:
+                record = _DECODER.decode(line)
+            except ValueError as error:
+                raise row_error(location, None, f"invalid JSON: {error}") from error
+            if not isinstance(record, dict):
+                raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
+            yield location, record
 
 
 def iter_json_array(path: Path) -> Iterator[tuple[Location, Any]]:
@@ -270,9 +336,10 @@ def iter_csv_records(
             f"Expected a header row with the columns {list(required_columns)}.",
         )
     for location, values in rows:
-        if len(values) != len(header):
-            raise row_error(location, None, f"the row has {len(values)} fields but the header has {len(header)}")
-        yield location, dict(zip(header, values, strict=True))
+        with row_guard():
+            if len(values) != len(header):
+                raise row_error(location, None, f"the row has {len(values)} fields but the header has {len(header)}")
+            yield location, dict(zip(header, values, strict=True))
 
 
 def iter_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[Location, list[str]]]:
@@ -285,7 +352,10 @@ def iter_csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[Location, 
         except StopIteration:
             return
         except csv.Error as error:
-            raise DataError(f"{path}, line {reader.line_num}: invalid CSV: {error}. Fix the quoting.") from error
+            with row_guard():
+                raise DataError(f"{path}, line {reader.line_num}: invalid CSV: {error}. Fix the quoting.") from error
+            next_line = reader.line_num + 1
+            continue
         location = Location(str(path), line=next_line)
         next_line = reader.line_num + 1
         if values and any(value.strip() for value in values):
@@ -376,9 +446,11 @@ def finish_items(
     first_seen: dict[str, Location] = {}
     for location, item in located_items:
         if item.id in first_seen:
-            raise DataError(
-                f"Duplicate item id {item.id!r} at {first_seen[item.id]} and at {location}. {duplicate_id_fix}"
-            )
+            with row_guard():
+                raise DataError(
+                    f"Duplicate item id {item.id!r} at {first_seen[item.id]} and at {location}. {duplicate_id_fix}"
+                )
+            continue
         first_seen[item.id] = location
         items.append(item)
 

@@ -23,6 +23,7 @@ from pas.data.sources.common import (
     require_choice,
     resolve_data_files,
     row_error,
+    row_guard,
     shorten,
 )
 
@@ -95,22 +96,23 @@ def _read_ethics_file(path: Path, subset: str) -> Iterator[tuple[Location, MCIte
     columns, build_question, choices = _SUBSETS[subset]
     records = iter_csv_records(path, required_columns=columns)
     for row_number, (location, row) in enumerate(records, start=1):
-        label = row["label"].strip()
-        if label not in ("0", "1"):
-            raise row_error(location, "label", f"must be 0 or 1, got {shorten(row['label'])}")
-        meta: dict[str, object] = {"subset": subset, "file": path.name}
-        for flag in ("is_short", "edited"):
-            if flag in row:
-                meta[flag] = _parse_flag(row[flag], flag, location)
-        item = make_item(
-            location,
-            id=f"ethics/{subset}/{path.stem}/{row_number}",
-            question=build_question(row, location),
-            choices=choices,
-            target=int(label),
-            meta=meta,
-        )
-        yield location, item
+        with row_guard():
+            label = row["label"].strip()
+            if label not in ("0", "1"):
+                raise row_error(location, "label", f"must be 0 or 1, got {shorten(row['label'])}")
+            meta: dict[str, object] = {"subset": subset, "file": path.name}
+            for flag in ("is_short", "edited"):
+                if flag in row:
+                    meta[flag] = _parse_flag(row[flag], flag, location)
+            item = make_item(
+                location,
+                id=f"ethics/{subset}/{path.stem}/{row_number}",
+                question=build_question(row, location),
+                choices=choices,
+                target=int(label),
+                meta=meta,
+            )
+            yield location, item
 
 
 def _parse_flag(value: str, name: str, location: Location) -> bool:

@@ -29,6 +29,7 @@ from pas.data.sources.common import (
     require_file,
     resolve_data_path,
     row_error,
+    row_guard,
     shorten,
 )
 
@@ -253,11 +254,15 @@ def load_generic(
     require_file(file_path, data_root)
 
     records = _iter_records(file_path, file_format, mapping)
-    located = (
-        (location, record_to_item(record, location, mapping, number))
-        for number, (location, record) in enumerate(records, start=1)
-    )
-    return finish_items(located, str(file_path), _duplicate_id_fix(mapping))
+    return finish_items(_located_items(records, mapping), str(file_path), _duplicate_id_fix(mapping))
+
+
+def _located_items(
+    records: Iterable[tuple[Location, Mapping[str, Any]]], mapping: FieldMapping
+) -> Iterator[tuple[Location, MCItem]]:
+    for number, (location, record) in enumerate(records, start=1):
+        with row_guard():
+            yield location, record_to_item(record, location, mapping, number)
 
 
 def _file_format(path: Path, file_format: str | None) -> str:
@@ -345,7 +350,8 @@ def _hub_items(
 ) -> Iterator[tuple[Location, MCItem]]:
     for index, row in enumerate(rows):
         location = Location(source, row=index)
-        yield location, record_to_item(row, location, mapping, index + 1)
+        with row_guard():
+            yield location, record_to_item(row, location, mapping, index + 1)
 
 
 def _looks_like_local_path(dataset_id: str) -> bool:

@@ -13,6 +13,7 @@ from pas.data.sources.common import (
     require_file,
     resolve_data_path,
     row_error,
+    row_guard,
 )
 
 MMLU_SPLITS = ("dev", "val", "test")
@@ -33,18 +34,19 @@ def load_mmlu(data_root: str | None, subject: str, split: str = "test", folder: 
     path = require_file(resolve_data_path(data_root, f"{folder}/data/{split}/{subject}_{split}.csv"), data_root)
     located = []
     for number, (location, values) in enumerate(iter_csv_rows(path), start=1):
-        if len(values) != MMLU_COLUMNS:
-            raise row_error(
-                location, None, f"has {len(values)} columns, expected {MMLU_COLUMNS}: question, A, B, C, D, answer"
+        with row_guard():
+            if len(values) != MMLU_COLUMNS:
+                raise row_error(
+                    location, None, f"has {len(values)} columns, expected {MMLU_COLUMNS}: question, A, B, C, D, answer"
+                )
+            question, *choices, answer = values
+            item = make_item(
+                location,
+                id=f"mmlu/{subject}/{split}/{number}",
+                question=question,
+                choices=tuple(choices),
+                target=parse_letter(answer, location, "answer (column 6)", len(choices)),
+                meta={"subject": subject},
             )
-        question, *choices, answer = values
-        item = make_item(
-            location,
-            id=f"mmlu/{subject}/{split}/{number}",
-            question=question,
-            choices=tuple(choices),
-            target=parse_letter(answer, location, "answer (column 6)", len(choices)),
-            meta={"subject": subject},
-        )
-        located.append((location, item))
+            located.append((location, item))
     return finish_items(located, str(path))

