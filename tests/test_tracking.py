@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,21 @@ def _wandb_file(out: Path) -> Path:
     return files[0]
 
 
+def _finished_records(out: Path, timeout_s: float = 60.0) -> list:
+    """Read the run's records once W&B has written its exit record.
+
+    wandb-core writes the run file in a separate process. NOTE: once, the summary records were
+    missing when the file was read right after ``run.finish()``; a late flush is the assumed cause
+    (not confirmed), so the file is polled until the exit record is there.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_records(_wandb_file(out))
+        if of_type(records, "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def _csv_metrics(path: Path) -> dict[str, list[float]]:
     """Return each metric's logged values in order, from Lightning's metrics.csv."""
     values: dict[str, list[float]] = {}
@@ -88,7 +104,7 @@ def test_offline_run_folder_contents(setup: tuple[Path, Path], tmp_path: Path, o
     csv_run = run(_compose(_overrides(model_dir, task, tmp_path / "csv")))
     out = tmp_path / "wandb-run"
     results = run(_compose(_overrides(model_dir, task, out, "logger=wandb", "logger.group=study-a")))
-    records = read_records(_wandb_file(out))
+    records = _finished_records(out)
 
     # The run itself, and the resolved config.
     (started,) = of_type(records, "run")
@@ -168,7 +184,7 @@ def test_failed_run_finishes_wandb_run(setup: tuple[Path, Path], tmp_path: Path)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "layers [9] are out of range" in output
-    records = read_records(_wandb_file(tmp_path / "run"))
+    records = _finished_records(tmp_path / "run")
     assert merged_config(records)["method"]["layers"] == [1, 9]
     (exit_record,) = of_type(records, "exit")
     assert exit_record.exit_code == 1
@@ -197,7 +213,7 @@ def test_multirun_one_wandb_run_per_job(setup: tuple[Path, Path], tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
     run_ids = set()
     for job, seed in (("0", 1), ("1", 2)):
-        records = read_records(_wandb_file(tmp_path / "sweep" / job))
+        records = _finished_records(tmp_path / "sweep" / job)
         (started,) = of_type(records, "run")
         assert started.display_name == f"generic-pas-seed{seed}"
         assert merged_config(records)["seed"] == seed

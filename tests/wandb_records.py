@@ -34,6 +34,8 @@ def read_records(path: Path) -> list[Any]:
             pos += left_in_block  # the block's zero padding
             continue
         checksum, length, kind = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER_SIZE])
+        if pos + CHUNK_HEADER_SIZE + length > len(data):
+            break  # a chunk still being written
         chunk = data[pos + CHUNK_HEADER_SIZE : pos + CHUNK_HEADER_SIZE + length]
         pos += CHUNK_HEADER_SIZE + length
         if kind == 0 and length == 0:
