@@ -24,6 +24,7 @@ from pas.evaluation.scoring import LetterPredictions
 from pas.models.loading import LoadedModel
 from pas.report.artifacts import write_heatmap, write_predictions_csv
 from pas.steering.engines import Engine, make_engine
+from pas.steering.estimators import estimator_settings
 from pas.steering.module import PASFitModule
 from pas.steering.sweep import SweepResult, predictions_from_logits, run_sweep, steered_predictions
 from pas.steering.vector import SteeringVector
@@ -123,6 +124,7 @@ def fit_vectors(ctx: RunContext, model: nn.Module, prompts: PromptBuilder) -> PA
         ctx.letter_ids,
         cfg.data.batch_size,
         ctx.layers_path,
+        estimator_settings(cfg.method.get("estimators")),
     )
     trainer = ctx.trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False)
     trainer.fit(module, train_dataloaders=ctx.dm.train_dataloader())
