@@ -124,7 +124,7 @@ class PASFitModule(L.LightningModule):
         return torch.stack([acts[r] for r in refs])  # (texts, L, H)
 
     def _fit_estimators(self) -> list[str]:
-        """Fit the estimator variants; return the problems (empty contrast sets) to report."""
+        """Fit the estimator variants and return the problems (empty contrast sets) to report."""
         problems = []
         if self.collector is not None:
             names = [e for e in self.estimators if e in CONTRAST_ESTIMATORS]
