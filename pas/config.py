@@ -13,6 +13,7 @@ from pas.errors import UserError
 from pas.models.layers import SITES
 from pas.steering.builders import VARIANTS
 from pas.steering.engines import ENGINES
+from pas.steering.estimators import ESTIMATORS, check_estimator_settings
 
 
 class ConfigError(UserError, ValueError):
@@ -53,9 +54,12 @@ def _check_data(cfg: DictConfig, problems: list[str]) -> None:
 def _check_method(cfg: DictConfig, problems: list[str]) -> None:
     method = cfg.method
     variants = list(method.variants or [])
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS + ESTIMATORS]
     if not variants or unknown:
-        problems.append(f"method.variants must be a non-empty subset of {list(VARIANTS)}, got {variants!r}")
+        problems.append(
+            f"method.variants must be a non-empty subset of {list(VARIANTS + ESTIMATORS)}, got {variants!r}"
+        )
+    problems += check_estimator_settings(variants, method.get("estimators"))
     if method.site not in SITES:
         problems.append(f"method.site must be one of {list(SITES)}, got {method.site!r}")
     strengths = list(method.strengths or [])

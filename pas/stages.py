@@ -26,6 +26,7 @@ from pas.models.loading import LoadedModel
 from pas.report.artifacts import write_heatmap, write_predictions_csv
 from pas.resume import FitState, RunState
 from pas.steering.engines import Engine, make_engine
+from pas.steering.estimators import estimator_settings
 from pas.steering.module import PASFitModule
 from pas.steering.sweep import SweepResult, predictions_from_logits, run_sweep, steered_predictions
 from pas.steering.vector import SteeringVector
@@ -132,6 +133,7 @@ def fit_vectors(ctx: RunContext, model: nn.Module, prompts: PromptBuilder) -> PA
         ctx.letter_ids,
         cfg.data.batch_size,
         ctx.layers_path,
+        estimator_settings(cfg.method.get("estimators")),
     )
     # Lightning's distributed sampler pads shards with repeated items, which the sums would count twice.
     trainer = ctx.trainer(max_epochs=1, limit_val_batches=0, enable_checkpointing=False, use_distributed_sampler=False)

@@ -92,6 +92,13 @@ def render_prompt(item: MCItem, fmt: PromptFormat, tokenizer: Any = None) -> str
     return f"{body}\n{fmt.answer_cue}" if fmt.answer_cue else body
 
 
+def render_completion(user: str, completion: str, fmt: PromptFormat, tokenizer: Any = None) -> str:
+    """Render a free text followed by a completion: the user turn and the start of the answer under a chat template."""
+    if fmt.chat_template:
+        return _chat(tokenizer, fmt, user, completion)
+    return user + completion
+
+
 def render_answer(item: MCItem, choice: int, fmt: PromptFormat, tokenizer: Any = None) -> str:
     """Render "question + answer text" for the introspective PAS variants (no lettered choices)."""
     question = _question_block(item)
