@@ -73,6 +73,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     With ``logger=wandb`` the W&B run is finished when this returns or raises (see pas.tracking).
     """
     validate_run_config(cfg)
+    # Checked before the logger exists, because loggers write into the same folder.
+    prepare_output_dir(cfg.output_dir)
     logger = make_logger(cfg)
     with track_run(logger, cfg), contextlib.ExitStack() as stack:
         out_dir = Path(cfg.output_dir)

@@ -54,7 +54,13 @@ def track_run(logger: Any, cfg: DictConfig) -> Iterator[None]:
 def _close(logger: Any, exit_code: int) -> None:
     if not logger:
         return
-    logger.save()
+    try:
+        logger.save()
+    except Exception as err:
+        if exit_code == 0:
+            raise
+        # The run has already failed; its own error is the one to report.
+        log.warning("Could not save the logger after the failure: %s", err)
     if is_wandb(logger):
         _finish(logger, exit_code)
 

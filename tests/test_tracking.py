@@ -188,7 +188,9 @@ def test_failed_run_finishes_wandb_run(setup: tuple[Path, Path], tmp_path: Path)
     assert merged_config(records)["method"]["layers"] == [1, 9]
     (exit_record,) = of_type(records, "exit")
     assert exit_record.exit_code == 1
-    assert not (tmp_path / "run" / "results.json").exists()
+    failure = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert failure["status"] == "failed"
+    assert failure["error_type"] == "GridError"
 
 
 def test_artifact_name_allowed_characters() -> None:
