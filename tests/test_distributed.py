@@ -79,6 +79,8 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "model.load.device=cpu",
         "task=generic",
         f"task.loader.path={task}",
+        # PAS sums and the PCA and probe per-text activations are both reduced across processes.
+        "method=estimators",
         "method.layers=[0,1,2,3]",
         "method.strengths=[0.5,4,16]",
         "data.batch_size=4",
