@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import pas
 from pas.config import ConfigError, call_target
-from pas.data.datamodule import PASDataModule
 from pas.data.prompts import PromptBuilder, PromptFormat, render_completion
 from pas.evaluation.letter_bias import check_letter_bias, letter_counts
 from pas.evaluation.metrics import count_flips
@@ -27,6 +26,7 @@ from pas.evaluation.scoring import letter_token_ids
 from pas.io import atomic_write_json, atomic_write_text
 from pas.models.layers import check_layer
 from pas.models.loading import LoadedModel
+from pas.pipeline import make_datamodule, make_prompt_builder
 from pas.report.artifacts import format_table, write_predictions_csv
 from pas.steering.engines import make_engine
 from pas.steering.generation import Steering, generate_greedy
@@ -119,18 +119,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score one task split unsteered and steered; write and return ``eval_results.json``."""
     out_dir = Path(cfg.output_dir)
     loaded, vector, layer, strength = _load(cfg)
-    dm = PASDataModule(
-        lambda: call_target(cfg.task.loader),
-        task=cfg.task.name,
-        seed=cfg.seed,
-        max_sample_size=cfg.data.max_sample_size,
-        fractions=tuple(cfg.data.split),
-        batch_size=cfg.data.batch_size,
-        shuffle_choices=cfg.data.shuffle_choices,
-    )
+    dm = make_datamodule(cfg)
     items = dm.splits[cfg.split]
 
-    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer)
+    prompts = make_prompt_builder(cfg, loaded)
     letter_ids = letter_token_ids(loaded.tokenizer, max(item.n_choices for item in items))
     engine = make_engine(
         cfg.sweep.engine,

@@ -35,11 +35,9 @@ def make_logger(cfg: DictConfig) -> Any:
     return call_target(cfg.logger)
 
 
-def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | None = None) -> RunContext:
-    """Load the task and the model, and check the grid against the model's depth."""
-    out_dir = Path(cfg.output_dir) if out_dir is None else out_dir
-    t = time.perf_counter()
-    dm = PASDataModule(
+def make_datamodule(cfg: DictConfig) -> PASDataModule:
+    """Build the task's DataModule from the run config, so every command splits a task the same way."""
+    return PASDataModule(
         lambda: call_target(cfg.task.loader),
         task=cfg.task.name,
         seed=cfg.seed,
@@ -50,6 +48,19 @@ def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | No
         train_size=cfg.data.get("train_size"),
         on_error=cfg.data.get("on_error", "raise"),
     )
+
+
+def make_prompt_builder(cfg: DictConfig, loaded: LoadedModel) -> PromptBuilder:
+    """Build the prompt renderer, truncating prompts to the model's context length."""
+    context_length = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    return PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer, context_length)
+
+
+def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | None = None) -> RunContext:
+    """Load the task and the model, and check the grid against the model's depth."""
+    out_dir = Path(cfg.output_dir) if out_dir is None else out_dir
+    t = time.perf_counter()
+    dm = make_datamodule(cfg)
     dm.setup()
     timer.phase("load_data", t)
 
@@ -61,8 +72,7 @@ def build_context(cfg: DictConfig, timer: Timer, logger: Any, out_dir: Path | No
     check_grid(layers, strengths, loaded.num_layers)
     splits = dm.splits
     max_choices = max(item.n_choices for name in ("train", "val", "test") for item in splits[name])
-    context_length = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
-    prompts = PromptBuilder(PromptFormat(**cfg.prompt), loaded.tokenizer, context_length)
+    prompts = make_prompt_builder(cfg, loaded)
     letter_ids = letter_token_ids(loaded.tokenizer, max_choices)
     return RunContext(cfg, loaded, dm, prompts, letter_ids, layers, strengths, logger, out_dir, timer)
 
