@@ -5,14 +5,13 @@ with ``.hydra/overrides.yaml`` and, once the job has finished, ``results.json``.
 job contributes one row per result name of its ``comparison`` list (``pas/pasf``, ``sft``, ...),
 paired with the unsteered test accuracy of the same job. The report lists by name the jobs that
 failed, the jobs without ``results.json`` and the combinations that never started. It leaves
-them out of every mean and says so.
+them out of every mean and states that it did.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
 from collections import defaultdict
@@ -28,11 +27,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from pas.errors import UserError  # noqa: E402
 from pas.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from pas.report.artifacts import format_table  # noqa: E402
+from pas.sweep_summary import expected_jobs  # noqa: E402
 
 # Task groups in the order the tables list them. Any other group name comes after them.
 GROUP_ORDER = ("bias", "morality", "alignment", "intelligence")
@@ -83,25 +84,8 @@ def _expected_overrides(folder: Path) -> list[frozenset[str]] | None:
     path = folder / "multirun.yaml"
     if not path.is_file():
         return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    cfg = yaml.safe_load(path.read_text()) or {}
-    try:
-        task_overrides = cfg["hydra"]["overrides"]["task"] or []
-        sweeper = cfg["hydra"]["sweeper"].get("_target_", "")
-    except (KeyError, TypeError, AttributeError):
-        return None
-    if not sweeper.endswith("BasicSweeper"):
-        return None  # Optuna and other sweepers choose their own trials, so there is no fixed list to compare with.
-    parsed = OverridesParser.create().parse_overrides([str(o) for o in task_overrides])
-    axes = []
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            axes.append([f"{key}={override.get_value_element_as_str()}"])
-    return [frozenset(combo) for combo in itertools.product(*axes)]
+    jobs = expected_jobs(OmegaConf.load(path))
+    return None if jobs is None else [frozenset(job) for job in jobs]
 
 
 def collect(folder: Path) -> SweepRuns:
