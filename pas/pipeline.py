@@ -84,26 +84,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     validate_run_config(cfg)
     # Checked before the logger exists, because loggers write into the same folder.
-    prepare_output_dir(cfg.output_dir)
+    run_dir = prepare_output_dir(cfg.output_dir)
     logger = make_logger(cfg)
     with track_run(logger, cfg), contextlib.ExitStack() as stack:
-        out_dir = Path(cfg.output_dir)
+        out_dir = run_dir
         if not is_global_zero():
             # Every DDP process runs the pipeline; only global rank 0 writes into the run folder.
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pas-rank-")))
-        results = _run(cfg, logger, out_dir)
+        results = _run(cfg, logger, run_dir, out_dir)
         upload_run(logger, out_dir, results)
     return results
 
 
-def _run(cfg: DictConfig, logger: Any, out_dir: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, logger: Any, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Run the method, writing artifacts to ``out_dir`` (``run_dir`` on rank 0, a scratch folder elsewhere)."""
     start = time.perf_counter()
     timer = Timer()
-    out_dir = prepare_output_dir(out_dir)
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # Every DDP process keeps its state in the run folder, so all of them resume from the same point.
     # The processes hold identical state, so their atomic writes of the same files agree.
-    state = RunState(prepare_output_dir(cfg.output_dir), cfg, resume=bool(cfg.get("resume", False)))
+    state = RunState(run_dir, cfg, resume=bool(cfg.get("resume", False)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, timer, logger, out_dir)
     ctx.state = state
@@ -153,7 +153,7 @@ def _run(cfg: DictConfig, logger: Any, out_dir: Path) -> dict[str, Any]:
     if len(outcome["comparison"]) > len(base.records) + 1:
         report += "\nSide by side on the test split:\n\n" + comparison_table(outcome["comparison"]) + "\n"
     atomic_write_text(out_dir / "summary.md", report)
-    if out_dir == Path(cfg.output_dir):
+    if out_dir == run_dir:
         log.info(
             "Results for task %s on %s (seed %d), method %s:\n%s",
             cfg.task.name,
