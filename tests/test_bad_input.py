@@ -619,7 +619,7 @@ def test_model_from_missing_folder_is_clear(tmp_path: Path) -> None:
         load_model(str(tmp_path / "absent"))
 
 
-def test_loaded_model_scores_are_finite_at_huge_strength_fp32() -> None:
+def test_fp32_huge_strength_finite() -> None:
     # float32 with the largest accepted strength: the result is finite and a letter is predicted.
     model = tiny_llama()
     tokenizer = tiny_tokenizer()

@@ -99,8 +99,8 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_ddp_matches_one_process(ddp_runs: tuple[Path, Path]) -> None:
-    one, two = ddp_runs
-    a = json.loads((one / "results.json").read_text())
+    single, two = ddp_runs
+    a = json.loads((single / "results.json").read_text())
     b = json.loads((two / "results.json").read_text())
     assert a["splits"]["train"] % 2 == 1
     a.pop("timings_s")
@@ -108,10 +108,10 @@ def test_ddp_matches_one_process(ddp_runs: tuple[Path, Path]) -> None:
     # Same counts (no padded duplicates), same grids, same selections and test predictions.
     assert a == b
     for variant in a["methods"]:
-        x = load_file(one / "vectors" / f"{variant}.safetensors")["vector"]
+        x = load_file(single / "vectors" / f"{variant}.safetensors")["vector"]
         y = load_file(two / "vectors" / f"{variant}.safetensors")["vector"]
         assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
-    assert (one / "predictions" / "pasf.csv").read_text() == (two / "predictions" / "pasf.csv").read_text()
+    assert (single / "predictions" / "pasf.csv").read_text() == (two / "predictions" / "pasf.csv").read_text()
 
 
 def test_ddp_writes_only_from_rank_zero(ddp_runs: tuple[Path, Path]) -> None:

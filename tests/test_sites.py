@@ -1,4 +1,4 @@
-"""Every steering site reads and writes the output of the module its name says, in every family."""
+"""Every steering site reads and writes the output of the module it is named after, in every family."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_sites_read_and_write_named_module(family: str) -> None:
             model(input_ids=ids)
         torch.testing.assert_close(store[LAYER][0], plain.float(), rtol=0, atol=0, msg=f"{family} {site} read")
 
-        # Writing: the same module's output moves by exactly delta, and the capture sees the move.
+        # Writing: the same module's output moves by exactly delta, and the capture records the move.
         store = {}
         with add_at_site(model, LAYER, site, delta), capture_at_site(model, [LAYER], site, store):  # type: ignore[arg-type]
             steered = _record_output(module, model, ids)

@@ -67,7 +67,7 @@ def _finished_records(out: Path, timeout_s: float = 60.0) -> list:
     """Read the run's records once W&B has written its exit record.
 
     wandb-core writes the run file in a separate process. NOTE: once, the summary records were
-    missing when the file was read right after ``run.finish()``; a late flush is the assumed cause
+    missing when the file was read right after ``run.finish()``. A late flush is the assumed cause
     (not confirmed), so the file is polled until the exit record is there.
     """
     deadline = time.monotonic() + timeout_s
